@@ -1,0 +1,84 @@
+"""XTaskLoss: the four loss components of the cross-task method and the two per-decoder groups."""
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from losses.depth import DEPTH_LOSSES, depth_loss, resolve_name, ssim_loss
+from losses.segmentation import (TRANSFERRED_SEGMENTATION_LOSSES, segmentation_cross_entropy,
+                                 transferred_segmentation_loss)
+from utils.errors import UserInputError
+
+TRANSFERRED_DEPTH_LOSSES = ("L1", "ssim")
+
+
+class XTaskLossTerms(NamedTuple):
+    """Scalar loss tensors: the four components and the two groups that reach one decoder each."""
+
+    segmentation: torch.Tensor
+    depth: torch.Tensor
+    transferred_segmentation: torch.Tensor
+    transferred_depth: torch.Tensor
+    segmentation_group: torch.Tensor
+    depth_group: torch.Tensor
+
+    def groups(self):
+        """The two group losses stacked: [segmentation_group, depth_group], shape [2]."""
+        return torch.stack((self.segmentation_group, self.depth_group))
+
+
+class XTaskLoss(nn.Module):
+    """The cross-task loss.
+
+    segmentation_group = (1 - alpha) * segmentation + alpha * transferred_depth
+    depth_group        = (1 - gamma) * depth        + gamma * transferred_segmentation
+    The transferred depth is compared with the detached direct depth on pixels with ground-truth
+    depth > 0; the transferred segmentation with the argmax of the detached direct segmentation on pixels
+    whose ground-truth label != ignore_index.
+    """
+
+    def __init__(self, num_classes, alpha, gamma, label_smoothing=0.0, lp="L1", tseg_loss="cross",
+                 tdep_loss="L1", ignore_index=250):
+        super().__init__()
+        for flag, weight in (("--alpha", alpha), ("--gamma", gamma)):
+            if not 0.0 <= weight <= 1.0:
+                raise UserInputError(f"{flag}: expected a weight in [0, 1], got {weight!r}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise UserInputError(f"--label_smoothing: expected a value in [0, 1), got {label_smoothing!r}")
+        self.num_classes = num_classes
+        self.alpha = alpha
+        self.gamma = gamma
+        self.label_smoothing = label_smoothing
+        self.ignore_index = ignore_index
+        self.lp = resolve_name(lp, DEPTH_LOSSES, "--lp")
+        self.tseg_loss = resolve_name(tseg_loss, TRANSFERRED_SEGMENTATION_LOSSES, "--tseg_loss")
+        self.tdep_loss = resolve_name(tdep_loss, TRANSFERRED_DEPTH_LOSSES, "--tdep_loss")
+
+    def forward(self, outputs, segmentation_target, depth_target):
+        """XTaskLossTerms for `outputs` (an XTaskOutput), segmentation_target [N,H,W] int64 and
+        depth_target [N,1,H,W] (> 0 where valid). Missing transferred outputs give zero terms."""
+        segmentation_valid = segmentation_target != self.ignore_index
+        depth_valid = depth_target > 0
+        segmentation = segmentation_cross_entropy(outputs.segmentation, segmentation_target, self.ignore_index)
+        depth = depth_loss(outputs.depth, depth_target, depth_valid, self.lp)
+        zero = outputs.depth.new_zeros(())
+        transferred_depth = zero
+        if outputs.transferred_depth is not None:
+            direct_depth = outputs.depth.detach()
+            if self.tdep_loss == "ssim":
+                transferred_depth = ssim_loss(outputs.transferred_depth, direct_depth, depth_valid)
+            else:
+                transferred_depth = depth_loss(outputs.transferred_depth, direct_depth, depth_valid, "L1")
+        transferred_segmentation = zero
+        if outputs.transferred_segmentation is not None:
+            transferred_segmentation = transferred_segmentation_loss(
+                outputs.transferred_segmentation, outputs.segmentation.detach().argmax(dim=1),
+                segmentation_valid, self.label_smoothing, self.tseg_loss)
+        return XTaskLossTerms(
+            segmentation=segmentation,
+            depth=depth,
+            transferred_segmentation=transferred_segmentation,
+            transferred_depth=transferred_depth,
+            segmentation_group=(1 - self.alpha) * segmentation + self.alpha * transferred_depth,
+            depth_group=(1 - self.gamma) * depth + self.gamma * transferred_segmentation,
+        )

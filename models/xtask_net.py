@@ -1,0 +1,71 @@
+"""XTaskTSNet: shared ResNet encoder, segmentation and depth decoders, and two TaskTransferNets."""
+from typing import NamedTuple, Optional
+
+import torch
+from torch import nn
+
+from models.decoder import Decoder
+from models.encoder import ResNetEncoder
+from models.transfer_net import TaskTransferNet
+from utils.errors import UserInputError
+
+INPUT_MULTIPLE = 32
+
+
+class XTaskOutput(NamedTuple):
+    """The network's four predictions; the transferred ones are None when run with `direct_only`.
+
+    segmentation, transferred_segmentation: logits [N,C,H,W]; depth, transferred_depth: [N,1,H,W] in the
+    target's units (disparity/256 on Cityscapes, metres on NYUv2).
+    """
+
+    segmentation: torch.Tensor
+    transferred_segmentation: Optional[torch.Tensor]
+    depth: torch.Tensor
+    transferred_depth: Optional[torch.Tensor]
+
+
+class XTaskTSNet(nn.Module):
+    """Cross-task network: encoder -> segmentation and depth decoders -> TaskTransferNets.
+
+    `transferred_depth` = segmentation->depth net applied to `segmentation`;
+    `transferred_segmentation` = depth->segmentation net applied to `depth`.
+    """
+
+    def __init__(self, enc_layers=34, num_classes=7, batch_norm=False, wider_ttnet=False,
+                 use_pretrain=False, pretrained_weights=None):
+        super().__init__()
+        if not isinstance(num_classes, int) or num_classes < 2:
+            raise UserInputError(f"--num_classes: expected an integer >= 2, got {num_classes!r}")
+        self.num_classes = num_classes
+        self.encoder = ResNetEncoder(enc_layers, pretrained=use_pretrain, weights_file=pretrained_weights)
+        self.segmentation_decoder = Decoder(self.encoder.channels, num_classes)
+        self.depth_decoder = Decoder(self.encoder.channels, 1)
+        self.segmentation_to_depth = TaskTransferNet(num_classes, 1, batch_norm=batch_norm,
+                                                     wider=wider_ttnet, log_softmax_input=True)
+        self.depth_to_segmentation = TaskTransferNet(1, num_classes, batch_norm=batch_norm,
+                                                     wider=wider_ttnet)
+
+    @property
+    def last_shared_weight(self):
+        """Weight of the last conv of the encoder's last block: the layer GradNorm measures gradients at."""
+        return self.encoder.last_shared_weight
+
+    def forward(self, image, direct_only=False):
+        """XTaskOutput for image [N,3,H,W] (H, W multiples of 32); `direct_only` skips the transfer nets."""
+        height, width = image.shape[-2:]
+        if image.dim() != 4 or height % INPUT_MULTIPLE or width % INPUT_MULTIPLE:
+            raise UserInputError(
+                f"XTaskTSNet input: expected [N,3,H,W] with H and W multiples of {INPUT_MULTIPLE}, got shape "
+                f"{tuple(image.shape)}; choose --height/--width accordingly (e.g. 128x256 or 288x384)")
+        stages = self.encoder(image)
+        segmentation = self.segmentation_decoder(stages)
+        depth = self.depth_decoder(stages)
+        if direct_only:
+            return XTaskOutput(segmentation, None, depth, None)
+        return XTaskOutput(
+            segmentation=segmentation,
+            transferred_segmentation=self.depth_to_segmentation(depth),
+            depth=depth,
+            transferred_depth=self.segmentation_to_depth(segmentation),
+        )

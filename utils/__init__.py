@@ -1,0 +1,1 @@
+"""Shared utilities: metrics, options, the training engine, experiment folders, plots."""

@@ -1,0 +1,242 @@
+"""Evaluation metrics for semantic segmentation + depth, under two protocols reported side by side.
+
+Standard protocol (keys without a suffix; what modern multi-task papers report): everything is
+accumulated over the whole evaluation set. Segmentation uses one confusion matrix over all valid
+pixels; mIoU is the mean IoU over the classes whose union (prediction or ground truth) is non-empty,
+pixel accuracy is correct / valid pixels. Depth Abs, Abs Rel and RMSE are averaged over all valid
+depth pixels (target > 0) of the set.
+
+Paper protocol (keys ending in ``_paper``; how the original paper's table was computed): mIoU and
+pixel accuracy are computed per image and averaged over images; depth Abs and Abs Rel are computed
+per batch over its valid pixels and averaged over batches weighted by batch size. Images (batches)
+without any valid segmentation (depth) pixel are left out of these averages.
+
+Every accumulator is a sum, so the global result of a distributed evaluation is obtained by an
+``all_reduce`` (SUM) of each tensor in ``state_tensors()`` followed by ``compute()``.
+"""
+
+import math
+
+import torch
+
+STATE_NAMES = (
+    "confusion_matrix",
+    "depth_abs_error_sum",
+    "depth_relative_error_sum",
+    "depth_squared_error_sum",
+    "depth_valid_pixel_count",
+    "paper_image_miou_sum",
+    "paper_image_pixel_acc_sum",
+    "paper_image_count",
+    "paper_batch_abs_weighted_sum",
+    "paper_batch_abs_rel_weighted_sum",
+    "paper_batch_weight_total",
+)
+
+
+class MultiTaskMetrics:
+    """Accumulates segmentation and depth metrics over an evaluation set, under both protocols.
+
+    State is kept in tensors on the device of the inputs: ``confusion_matrix`` (int64 [C, C], rows
+    are ground-truth classes, columns predicted classes), ``paper_image_count`` (int64 scalar) and
+    float64 scalars for the depth sums (target units), the valid depth pixel count and the paper
+    protocol's running sums. All of them are plain sums over the data seen.
+
+    Distributed use: after the local ``update`` calls, run
+    ``torch.distributed.all_reduce(tensor, op=SUM)`` on every tensor of ``state_tensors()`` (they
+    are the live accumulators, so the reduction updates this object in place); ``compute()`` then
+    gives the global result on every rank. Without a process group, ``merge_`` adds another
+    object's state and ``load_state_tensors`` replaces this object's state.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int = 250):
+        """num_classes: number of segmentation classes C; ignore_index: target label of unlabelled
+        pixels (excluded from every segmentation metric)."""
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self._state = {name: torch.zeros((), dtype=torch.float64) for name in STATE_NAMES}
+        self._state["confusion_matrix"] = torch.zeros((num_classes, num_classes), dtype=torch.int64)
+        self._state["paper_image_count"] = torch.zeros((), dtype=torch.int64)
+
+    def reset(self) -> None:
+        """Zero all accumulated state in place (the state tensors stay on their current device)."""
+        for tensor in self._state.values():
+            tensor.zero_()
+
+    def state_tensors(self) -> dict:
+        """The live accumulator tensors by name (not copies): confusion_matrix int64 [C, C],
+        paper_image_count int64 [], the rest float64 []. Summing them over processes (e.g. with
+        ``torch.distributed.all_reduce``) gives the state of the whole evaluation set."""
+        return self._state
+
+    def load_state_tensors(self, state: dict) -> None:
+        """Replace the accumulated state with copies of `state` (same names, shapes as
+        ``state_tensors()``), cast to the dtypes and device of the current state."""
+        self._check_state_dict(state)
+        self._state = {
+            name: state[name].detach().to(dtype=current.dtype, device=current.device).clone()
+            for name, current in self._state.items()
+        }
+
+    def merge_(self, other_state: dict) -> "MultiTaskMetrics":
+        """Add another accumulator's ``state_tensors()`` to this one in place; returns self."""
+        self._check_state_dict(other_state)
+        for name, current in self._state.items():
+            current += other_state[name].detach().to(dtype=current.dtype, device=current.device)
+        return self
+
+    def _check_state_dict(self, state: dict) -> None:
+        """Raise ValueError unless `state` has exactly the accumulator names and shapes."""
+        if set(state) != set(STATE_NAMES):
+            raise ValueError(
+                f"state names {sorted(state)} do not match the expected {sorted(STATE_NAMES)}"
+            )
+        for name, current in self._state.items():
+            if tuple(state[name].shape) != tuple(current.shape):
+                raise ValueError(
+                    f"state '{name}' has shape {tuple(state[name].shape)}, "
+                    f"expected {tuple(current.shape)}"
+                )
+
+    def _check_inputs(self, segmentation_logits, segmentation_target, depth_prediction, depth_target):
+        """Raise ValueError on shapes or dtypes that do not fit together (no device sync)."""
+        if segmentation_logits.dim() != 4 or segmentation_logits.shape[1] != self.num_classes:
+            raise ValueError(
+                f"segmentation_logits must be [N, {self.num_classes}, H, W], "
+                f"got {tuple(segmentation_logits.shape)}"
+            )
+        batch_size, _, height, width = segmentation_logits.shape
+        if tuple(segmentation_target.shape) != (batch_size, height, width):
+            raise ValueError(
+                f"segmentation_target shape {tuple(segmentation_target.shape)} does not match "
+                f"segmentation_logits shape {tuple(segmentation_logits.shape)} (expected "
+                f"{(batch_size, height, width)})"
+            )
+        if segmentation_target.is_floating_point() or segmentation_target.is_complex():
+            raise ValueError(
+                f"segmentation_target must hold integer labels, got dtype {segmentation_target.dtype}"
+            )
+        if tuple(depth_prediction.shape) != tuple(depth_target.shape):
+            raise ValueError(
+                f"depth_prediction shape {tuple(depth_prediction.shape)} does not match "
+                f"depth_target shape {tuple(depth_target.shape)}"
+            )
+        if depth_target.dim() != 4 or depth_target.shape[1] != 1 or depth_target.shape[0] != batch_size:
+            raise ValueError(
+                f"depth_target must be [{batch_size}, 1, H, W] to match segmentation_logits shape "
+                f"{tuple(segmentation_logits.shape)}, got {tuple(depth_target.shape)}"
+            )
+
+    @torch.no_grad()
+    def update(
+        self,
+        segmentation_logits: torch.Tensor,
+        segmentation_target: torch.Tensor,
+        depth_prediction: torch.Tensor,
+        depth_target: torch.Tensor,
+    ) -> None:
+        """Accumulate one batch.
+
+        segmentation_logits: float [N, C, H, W], class scores (the argmax is the prediction);
+        segmentation_target: integer [N, H, W], class labels in [0, C) or ignore_index;
+        depth_prediction, depth_target: float [N, 1, H, W] in the same units (e.g. metres); a pixel
+        is valid where depth_target > 0. Raises ValueError on mismatched shapes and on a label
+        outside [0, C) that is not ignore_index.
+        """
+        self._check_inputs(segmentation_logits, segmentation_target, depth_prediction, depth_target)
+        device = segmentation_logits.device
+        if self._state["confusion_matrix"].device != device:
+            self._state = {name: tensor.to(device) for name, tensor in self._state.items()}
+        self._update_segmentation(segmentation_logits, segmentation_target.to(device))
+        self._update_depth(depth_prediction.to(device), depth_target.to(device))
+
+    def _update_segmentation(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        """Add the batch to the confusion matrix and to the per-image (paper) sums."""
+        num_classes = self.num_classes
+        batch_size = logits.shape[0]
+        target = target.long()
+        valid = target != self.ignore_index
+        if bool((valid & ((target < 0) | (target >= num_classes))).any()):
+            raise ValueError(
+                f"segmentation_target has labels outside [0, {num_classes}) that are not "
+                f"ignore_index={self.ignore_index}"
+            )
+        prediction = logits.argmax(dim=1)
+        image_index = torch.arange(batch_size, device=logits.device).view(batch_size, 1, 1)
+        cell_count = batch_size * num_classes * num_classes
+        cell_index = image_index * num_classes * num_classes + target * num_classes + prediction
+        # Ignored pixels go to one extra bin past the last cell, which is dropped.
+        cell_index = torch.where(valid, cell_index, cell_count)
+        per_image_confusion = torch.bincount(cell_index.flatten(), minlength=cell_count + 1)[
+            :cell_count
+        ].view(batch_size, num_classes, num_classes)
+        self._state["confusion_matrix"] += per_image_confusion.sum(dim=0)
+
+        per_image_confusion = per_image_confusion.double()
+        intersection = per_image_confusion.diagonal(dim1=1, dim2=2)  # [N, C]
+        union = per_image_confusion.sum(dim=2) + per_image_confusion.sum(dim=1) - intersection
+        class_present = union > 0
+        iou = intersection / union.clamp_min(1)
+        present_class_count = class_present.sum(dim=1)
+        image_miou = (iou * class_present).sum(dim=1) / present_class_count.clamp_min(1)
+        valid_pixel_count = per_image_confusion.sum(dim=(1, 2))
+        image_pixel_acc = intersection.sum(dim=1) / valid_pixel_count.clamp_min(1)
+        image_counted = valid_pixel_count > 0
+        self._state["paper_image_miou_sum"] += (image_miou * image_counted).sum()
+        self._state["paper_image_pixel_acc_sum"] += (image_pixel_acc * image_counted).sum()
+        self._state["paper_image_count"] += image_counted.sum()
+
+    def _update_depth(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
+        """Add the batch's depth errors (float64, target units) to the dataset and batch sums."""
+        prediction = prediction.double()
+        target = target.double()
+        valid = target > 0
+        absolute_error = torch.where(valid, (prediction - target).abs(), 0.0)
+        relative_error = absolute_error / torch.where(valid, target, 1.0)
+        abs_error_sum = absolute_error.sum()
+        relative_error_sum = relative_error.sum()
+        pixel_count = valid.sum().double()
+        self._state["depth_abs_error_sum"] += abs_error_sum
+        self._state["depth_relative_error_sum"] += relative_error_sum
+        self._state["depth_squared_error_sum"] += absolute_error.square().sum()
+        self._state["depth_valid_pixel_count"] += pixel_count
+
+        batch_weight = float(target.shape[0]) * (pixel_count > 0).double()
+        self._state["paper_batch_abs_weighted_sum"] += (
+            batch_weight * abs_error_sum / pixel_count.clamp_min(1)
+        )
+        self._state["paper_batch_abs_rel_weighted_sum"] += (
+            batch_weight * relative_error_sum / pixel_count.clamp_min(1)
+        )
+        self._state["paper_batch_weight_total"] += batch_weight
+
+    def compute(self) -> dict:
+        """The metrics of everything accumulated, as Python floats (NaN where nothing valid was seen).
+
+        Standard protocol: miou, pixel_acc (fractions in [0, 1]), abs, abs_rel, rmse (target units
+        except abs_rel) and iou (list of C per-class IoUs, NaN for a class with empty union).
+        Paper protocol: miou_paper, pixel_acc_paper, abs_paper, abs_rel_paper.
+        """
+        state = self._state
+        confusion = state["confusion_matrix"].double()
+        intersection = confusion.diagonal()
+        union = confusion.sum(dim=1) + confusion.sum(dim=0) - intersection
+        iou = torch.where(union > 0, intersection / union.clamp_min(1), math.nan)
+        depth_count = state["depth_valid_pixel_count"]
+        image_count = state["paper_image_count"].double()
+        batch_weight_total = state["paper_batch_weight_total"]
+        # 0 / 0 on float64 tensors is NaN, which is the value reported when nothing valid was seen.
+        return {
+            "miou": iou.nanmean().item(),
+            "pixel_acc": (intersection.sum() / confusion.sum()).item(),
+            "abs": (state["depth_abs_error_sum"] / depth_count).item(),
+            "abs_rel": (state["depth_relative_error_sum"] / depth_count).item(),
+            "rmse": (state["depth_squared_error_sum"] / depth_count).sqrt().item(),
+            "iou": iou.tolist(),
+            "miou_paper": (state["paper_image_miou_sum"] / image_count).item(),
+            "pixel_acc_paper": (state["paper_image_pixel_acc_sum"] / image_count).item(),
+            "abs_paper": (state["paper_batch_abs_weighted_sum"] / batch_weight_total).item(),
+            "abs_rel_paper": (state["paper_batch_abs_rel_weighted_sum"] / batch_weight_total).item(),
+        }
