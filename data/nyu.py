@@ -1,0 +1,50 @@
+"""NYUv2, read from the MTAN-preprocessed release: {split}/{image,label,depth}/{index}.npy with image
+288x384x3 in [0, 1], 13-class labels with -1 unlabelled, depth in metres with 0 missing (a `normal`
+folder, if present, is not read)."""
+
+from pathlib import Path
+
+from data.classes import NYU_13_CLASS_NAMES
+from data.common import read_npy, read_npy_sample
+from data.dataset import MultiTaskDataset
+from data.layouts import NYU_MTAN, detect_layout, list_npy_samples, require_folder
+from utils.errors import UserInputError
+
+NYU_FOLDERS = ("image", "label", "depth")
+DEPTH_UNITS = "depth in metres"
+
+
+class NYUv2Dataset(MultiTaskDataset):
+    """NYUv2 13-class segmentation + depth. Samples are (image [3, H, W] float32 in [0, 1], not
+    normalised, as in the original; segmentation [H, W] int64 with `ignore_index` for unlabelled
+    pixels; depth [1, H, W] float32 in metres with 0 where missing).
+
+    height, width: output size; None keeps the size of the split's first image (288 x 384 in the
+    MTAN release). Other sizes are resized as for Cityscapes (image INTER_AREA, labels and depth
+    INTER_NEAREST).
+    """
+
+    layout = NYU_MTAN
+
+    def __init__(self, root, split: str, augment: bool = False, seed: int = 0, ignore_index: int = -1,
+                 height: int = None, width: int = None):
+        """root: the NYUv2 MTAN folder; split: "train" or "val"."""
+        root = Path(root)
+        layout = detect_layout(root)
+        if layout != NYU_MTAN:
+            raise UserInputError(f"{root} holds the {layout} layout; expected the NYUv2 layout ({NYU_MTAN}): "
+                                 "{split}/image, {split}/label and {split}/depth holding {index}.npy files")
+        samples = list_npy_samples(require_folder(root / split, f"split {split!r}"), NYU_FOLDERS)
+        if height is None or width is None:
+            first_image_path = samples[0][0]
+            stored_shape = read_npy(first_image_path, header_only=True).shape
+            if len(stored_shape) != 3:
+                raise UserInputError(f"{first_image_path} holds an image of shape {stored_shape}; expected H x W x 3")
+            height = stored_shape[0] if height is None else height
+            width = stored_shape[1] if width is None else width
+        super().__init__(root, split, samples, height, width, len(NYU_13_CLASS_NAMES), ignore_index,
+                         NYU_13_CLASS_NAMES, augment, seed)
+
+    def read_sample(self, sample: tuple) -> tuple:
+        """Read one sample at height x width (see MultiTaskDataset.read_sample)."""
+        return read_npy_sample(sample, self.num_classes, self.ignore_index, DEPTH_UNITS, self.height, self.width)

@@ -1,0 +1,90 @@
+"""Per-sample transforms on NumPy arrays (CPU): resizing, ImageNet normalisation, and the training
+augmentation (horizontal flip, random scale-crop) that moves image, labels and depth together.
+
+Arrays of one sample: image float32 [H, W, 3], segmentation int64 [H, W] (class ids and an ignore
+index), depth float32 [H, W] (metres, or disparity/256 for Cityscapes; 0 marks a missing value).
+"""
+
+import cv2
+import numpy as np
+import torch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+FLIP_PROBABILITY = 0.5
+CROP_SCALES = (1.0, 1.2, 1.5)
+
+
+def resize_nearest(array: np.ndarray, height: int, width: int, interpolation: int = cv2.INTER_NEAREST) -> np.ndarray:
+    """`array` [H, W] resized to [height, width] without blending values (labels, depth), dtype kept.
+    `interpolation`: cv2.INTER_NEAREST (source pixel floor(x * scale)) or cv2.INTER_NEAREST_EXACT
+    (the source pixel under the target pixel's centre, aligned with bilinear resizing)."""
+    if array.shape[:2] == (height, width):
+        return array
+    dtype = array.dtype
+    working = np.ascontiguousarray(array, dtype=np.int32 if dtype == np.int64 else dtype)
+    return cv2.resize(working, (width, height), interpolation=interpolation).astype(dtype, copy=False)
+
+
+def resize_sample(image: np.ndarray, segmentation: np.ndarray, depth: np.ndarray, height: int,
+                  width: int) -> tuple:
+    """The sample resized to [height, width]: image with cv2.INTER_AREA, segmentation and depth with
+    cv2.INTER_NEAREST (values are never blended)."""
+    if image.shape[:2] != (height, width):
+        image = cv2.resize(np.ascontiguousarray(image), (width, height), interpolation=cv2.INTER_AREA)
+    return image, resize_nearest(segmentation, height, width), resize_nearest(depth, height, width)
+
+
+def horizontal_flip(image: np.ndarray, segmentation: np.ndarray, depth: np.ndarray) -> tuple:
+    """The sample mirrored left-right (all three maps)."""
+    return image[:, ::-1], segmentation[:, ::-1], depth[:, ::-1]
+
+
+def crop_size(height: int, width: int, scale: float) -> tuple:
+    """The (height, width) of the crop that a zoom by `scale` enlarges to the full size:
+    (round(height / scale), round(width / scale))."""
+    return round(height / scale), round(width / scale)
+
+
+def scale_crop(image: np.ndarray, segmentation: np.ndarray, depth: np.ndarray, scale: float, top: int,
+               left: int, depth_is_disparity: bool) -> tuple:
+    """Zoom in by `scale`: crop crop_size(H, W, scale) at (top, left) and resize it back to H x W
+    (image bilinear, segmentation and depth nearest with pixel centres aligned to the bilinear
+    image, cv2.INTER_NEAREST_EXACT). Things come closer by the factor `scale`: disparity is
+    multiplied by it, metric depth divided by it; missing values (0) stay 0."""
+    height, width = segmentation.shape
+    crop_height, crop_width = crop_size(height, width, scale)
+    rows, columns = slice(top, top + crop_height), slice(left, left + crop_width)
+    image = cv2.resize(np.ascontiguousarray(image[rows, columns]), (width, height), interpolation=cv2.INTER_LINEAR)
+    segmentation = resize_nearest(segmentation[rows, columns], height, width, cv2.INTER_NEAREST_EXACT)
+    depth = resize_nearest(depth[rows, columns], height, width, cv2.INTER_NEAREST_EXACT)
+    depth = depth * np.float32(scale) if depth_is_disparity else depth / np.float32(scale)
+    return image, segmentation, depth
+
+
+def random_augment(image: np.ndarray, segmentation: np.ndarray, depth: np.ndarray, generator: np.random.Generator,
+                   depth_is_disparity: bool) -> tuple:
+    """Training augmentation drawn from `generator`: a horizontal flip with probability 0.5, then a
+    scale-crop with the scale drawn from CROP_SCALES at a uniformly drawn position."""
+    if generator.random() < FLIP_PROBABILITY:
+        image, segmentation, depth = horizontal_flip(image, segmentation, depth)
+    scale = float(generator.choice(CROP_SCALES))
+    height, width = segmentation.shape
+    crop_height, crop_width = crop_size(height, width, scale)
+    top = int(generator.integers(0, height - crop_height + 1))
+    left = int(generator.integers(0, width - crop_width + 1))
+    return scale_crop(image, segmentation, depth, scale, top, left, depth_is_disparity)
+
+
+def normalise_imagenet(image: np.ndarray) -> np.ndarray:
+    """Image float32 [H, W, 3] in [0, 1] standardised with the ImageNet channel mean and std."""
+    return (image - np.array(IMAGENET_MEAN, dtype=np.float32)) / np.array(IMAGENET_STD, dtype=np.float32)
+
+
+def to_tensors(image: np.ndarray, segmentation: np.ndarray, depth: np.ndarray) -> tuple:
+    """The sample as tensors: image float32 [3, H, W], segmentation int64 [H, W], depth float32 [1, H, W]."""
+    return (
+        torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)),
+        torch.from_numpy(np.ascontiguousarray(segmentation, dtype=np.int64)),
+        torch.from_numpy(np.ascontiguousarray(depth[None], dtype=np.float32)),
+    )

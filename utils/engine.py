@@ -1,0 +1,179 @@
+"""The training engine: the only place that knows the order of a step, the epoch loop and evaluation.
+
+One batch's way in training: data -> XTaskTSNet -> XTaskLoss -> balancer (one backward) -> optimizer
+-> balancer's own step. In evaluation: XTaskTSNet -> MultiTaskMetrics.
+"""
+import math
+import time
+
+import torch
+from tqdm import tqdm
+
+from losses import XTaskLoss, make_balancer
+from models import XTaskTSNet
+from utils.metrics import MultiTaskMetrics
+from utils.options import balancing_method
+
+COMPONENTS = ("segmentation", "depth", "transferred_segmentation", "transferred_depth")
+PROGRESS_EVERY = 10
+DEPTH_PLOT_PIXELS_PER_BATCH = 2000
+
+
+class LossMeter:
+    """Batch-size-weighted means of the total loss and its four components, accumulated on the device
+    (no host sync per batch)."""
+
+    def __init__(self, device):
+        self.sums = torch.zeros(1 + len(COMPONENTS), dtype=torch.float64, device=device)
+        self.count = 0
+
+    def update(self, total, terms, batch_size):
+        """Add one batch: total and terms are scalar tensors, batch_size the number of images."""
+        values = torch.stack([total.detach()] + [getattr(terms, name).detach() for name in COMPONENTS])
+        self.sums += values.double() * batch_size
+        self.count += batch_size
+
+    def means(self):
+        """{"loss": mean total, component name: mean} as Python floats."""
+        values = (self.sums / max(self.count, 1)).tolist()
+        return dict(zip(("loss",) + COMPONENTS, values))
+
+
+def move_batch(batch, device):
+    """(image, segmentation_target, depth_target) on `device`."""
+    return tuple(tensor.to(device, non_blocking=True) for tensor in batch)
+
+
+def build_training(options, device, num_classes):
+    """Model, criterion, balancer, optimizer and StepLR scheduler for `options`, on `device`."""
+    torch.manual_seed(options.seed)
+    model = XTaskTSNet(enc_layers=options.enc_layers, num_classes=num_classes, batch_norm=options.batch_norm,
+                       wider_ttnet=options.wider_ttnet, use_pretrain=options.use_pretrain,
+                       pretrained_weights=options.pretrained_weights).to(device)
+    criterion = XTaskLoss(num_classes, options.alpha, options.gamma, label_smoothing=options.label_smoothing,
+                          lp=options.lp, tseg_loss=options.tseg_loss, tdep_loss=options.tdep_loss,
+                          ignore_index=options.ignore_index)
+    balancer = make_balancer(balancing_method(options), gradnorm_alpha=options.gradnorm_alpha, lr=options.lr,
+                             betas=(options.b1, options.b2)).to(device)
+    parameters = list(model.parameters()) + balancer.model_parameters()
+    if options.optim == "sgd":
+        optimizer = torch.optim.SGD(parameters, lr=options.lr, momentum=options.b1)
+    else:
+        optimizer = torch.optim.Adam(parameters, lr=options.lr, betas=(options.b1, options.b2))
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=options.scheduler_step_size,
+                                                gamma=options.scheduler_gamma)
+    return model, criterion, balancer, optimizer, scheduler
+
+
+def train_one_epoch(model, criterion, balancer, optimizer, loader, device, progress=True, description="train"):
+    """One pass over `loader`; returns mean losses ({"loss", components}) and "images_per_second"."""
+    model.train()
+    meter = LossMeter(device)
+    start = time.perf_counter()
+    bar = tqdm(loader, desc=description, disable=not progress, leave=False, dynamic_ncols=True)
+    for step, batch in enumerate(bar):
+        image, segmentation_target, depth_target = move_batch(batch, device)
+        outputs = model(image)
+        terms = criterion(outputs, segmentation_target, depth_target)
+        optimizer.zero_grad(set_to_none=True)
+        total = balancer.backward(terms.groups(), model.last_shared_weight)
+        optimizer.step()
+        balancer.step()
+        meter.update(total, terms, image.shape[0])
+        if progress and step % PROGRESS_EVERY == 0:
+            bar.set_postfix(loss=f"{meter.means()['loss']:.4f}",
+                            img_s=f"{meter.count / (time.perf_counter() - start):.1f}")
+    results = meter.means()
+    results["images_per_second"] = meter.count / (time.perf_counter() - start)
+    return results
+
+
+@torch.no_grad()
+def evaluate_loss(model, criterion, balancer, loader, device, progress=True, description="val"):
+    """Mean validation losses ({"loss", components}) in eval mode, without gradients."""
+    model.eval()
+    meter = LossMeter(device)
+    for batch in tqdm(loader, desc=description, disable=not progress, leave=False, dynamic_ncols=True):
+        image, segmentation_target, depth_target = move_batch(batch, device)
+        terms = criterion(model(image), segmentation_target, depth_target)
+        meter.update(balancer.combine(terms.groups()), terms, image.shape[0])
+    return meter.means()
+
+
+@torch.no_grad()
+def evaluate_metrics(model, loader, device, num_classes, ignore_index, progress=True):
+    """Both metric protocols of the direct predictions over `loader`, and a subsample of valid depth
+    pixels as (ground truth [P], prediction [P]) CPU tensors for the depth-error plot."""
+    model.eval()
+    metrics = MultiTaskMetrics(num_classes, ignore_index)
+    sampled_targets, sampled_predictions = [], []
+    for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False, dynamic_ncols=True):
+        image, segmentation_target, depth_target = move_batch(batch, device)
+        outputs = model(image, direct_only=True)
+        metrics.update(outputs.segmentation, segmentation_target, outputs.depth, depth_target)
+        valid = depth_target > 0
+        stride = max(1, math.ceil(int(valid.sum()) / DEPTH_PLOT_PIXELS_PER_BATCH))
+        sampled_targets.append(depth_target[valid][::stride].float().cpu())
+        sampled_predictions.append(outputs.depth[valid][::stride].float().cpu())
+    return metrics.compute(), (torch.cat(sampled_targets), torch.cat(sampled_predictions))
+
+
+@torch.no_grad()
+def predict_samples(model, dataset, indices, device, direct_only):
+    """Predictions for dataset[indices] as a list of dicts of CPU tensors (image, targets, outputs)."""
+    model.eval()
+    samples = [dataset[index] for index in indices]
+    image = torch.stack([sample[0] for sample in samples]).to(device)
+    outputs = model(image, direct_only=direct_only)
+    rows = []
+    for position, (sample_image, segmentation_target, depth_target) in enumerate(samples):
+        rows.append({
+            "image": sample_image,
+            "segmentation_target": segmentation_target,
+            "depth_target": depth_target[0],
+            "segmentation": outputs.segmentation[position].argmax(dim=0).cpu(),
+            "depth": outputs.depth[position, 0].cpu(),
+            "transferred_segmentation": None if direct_only else
+            outputs.transferred_segmentation[position].argmax(dim=0).cpu(),
+            "transferred_depth": None if direct_only else outputs.transferred_depth[position, 0].cpu(),
+        })
+    return rows
+
+
+def epoch_record(epoch, train, val, balancing_weights, learning_rate, seconds):
+    """One row of the per-epoch history: every printed figure, flat."""
+    record = {"epoch": epoch, "train_loss": train["loss"], "val_loss": val["loss"]}
+    record.update({f"train_{name}": train[name] for name in COMPONENTS})
+    record.update({f"val_{name}": val[name] for name in COMPONENTS})
+    record.update(balancing_weights)
+    record.update({"lr": learning_rate, "images_per_second": train["images_per_second"], "epoch_seconds": seconds})
+    return record
+
+
+def format_epoch_line(record, epochs):
+    """The one line printed per epoch."""
+    components = " ".join(f"{name}={record['train_' + name]:.4f}/{record['val_' + name]:.4f}"
+                          for name in COMPONENTS)
+    weights = " ".join(f"{key}={value:.4f}" for key, value in record.items()
+                       if key.startswith(("sigma_", "w_")))
+    return (f"epoch {record['epoch']:>3}/{epochs}  train {record['train_loss']:.4f}  val {record['val_loss']:.4f}  "
+            f"| train/val {components} | {weights + ' | ' if weights else ''}lr {record['lr']:.2e}  "
+            f"{record['images_per_second']:.1f} img/s  {record['epoch_seconds']:.1f} s")
+
+
+def fit(model, criterion, balancer, optimizer, scheduler, train_loader, val_loader, device, epochs,
+        end_of_epoch, progress=True):
+    """The epoch loop: train, validation loss, scheduler step, then `end_of_epoch(record, history)`
+    (printing and checkpoints); returns the history (one record per epoch)."""
+    history = []
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        train = train_one_epoch(model, criterion, balancer, optimizer, train_loader, device, progress,
+                                description=f"epoch {epoch}/{epochs}")
+        val = evaluate_loss(model, criterion, balancer, val_loader, device, progress)
+        learning_rate = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        history.append(epoch_record(epoch, train, val, balancer.weights(), learning_rate,
+                                    time.perf_counter() - start))
+        end_of_epoch(history[-1], history)
+    return history
