@@ -119,6 +119,27 @@ def evaluate_metrics(model, loader, device, num_classes, ignore_index, progress=
 
 
 @torch.no_grad()
+def constant_baseline_metrics(train_set, loader, device):
+    """Both metric protocols on `loader` for a constant predictor: the training set's most frequent
+    class and its mean valid depth (the bar a model that learns nothing would reach)."""
+    class_counts = torch.zeros(train_set.num_classes, dtype=torch.float64)
+    depth_sum, depth_count = 0.0, 0
+    for _, segmentation_target, depth_target in train_set:
+        valid = segmentation_target != train_set.ignore_index
+        class_counts += torch.bincount(segmentation_target[valid], minlength=train_set.num_classes).double()
+        depth_sum += float(depth_target[depth_target > 0].sum())
+        depth_count += int((depth_target > 0).sum())
+    logits = torch.nn.functional.one_hot(class_counts.argmax(), train_set.num_classes).double().view(1, -1, 1, 1)
+    metrics = MultiTaskMetrics(train_set.num_classes, train_set.ignore_index)
+    for batch in loader:
+        _, segmentation_target, depth_target = move_batch(batch, device)
+        batch_logits = logits.to(device).expand(len(segmentation_target), -1, *segmentation_target.shape[-2:])
+        metrics.update(batch_logits, segmentation_target, torch.full_like(depth_target, depth_sum / max(depth_count, 1)),
+                       depth_target)
+    return metrics.compute()
+
+
+@torch.no_grad()
 def predict_samples(model, dataset, indices, device, direct_only):
     """Predictions for dataset[indices] as a list of dicts of CPU tensors (image, targets, outputs)."""
     model.eval()

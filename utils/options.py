@@ -21,6 +21,7 @@ class DatasetProfile:
     depth_label: str
     paper_results: dict
     demo_defaults: dict = field(default_factory=dict)
+    demo_data: dict = field(default_factory=dict)
 
 
 CITYSCAPES = DatasetProfile(
@@ -32,8 +33,9 @@ CITYSCAPES = DatasetProfile(
     class_counts=(7, 19),
     depth_label="disparity / 256",
     paper_results=dict(num_classes=7, miou=0.6651, pixel_acc=0.9356, abs=0.0122, abs_rel=19.40),
-    demo_defaults=dict(input_path="data/demo/cityscapes", height=64, width=128, enc_layers=18, epochs=8,
-                       batch_size=8, scheduler_step_size=6, lr=1e-3, workers=0),
+    demo_defaults=dict(input_path="data/demo/cityscapes", height=32, width=64, enc_layers=18, epochs=14,
+                       batch_size=8, scheduler_step_size=10, lr=1e-3, workers=0),
+    demo_data=dict(splits={"train": 64, "val": 16}, height=128, width=256),
 )
 
 NYUV2 = DatasetProfile(
@@ -44,8 +46,9 @@ NYUV2 = DatasetProfile(
     class_counts=(13,),
     depth_label="depth (m)",
     paper_results=dict(num_classes=13, miou=0.3031, pixel_acc=0.6302, abs=0.5954, abs_rel=0.2235),
-    demo_defaults=dict(input_path="data/demo/nyu", height=96, width=128, enc_layers=18, epochs=8,
+    demo_defaults=dict(input_path="data/demo/nyu", height=64, width=96, enc_layers=18, epochs=8,
                        batch_size=8, scheduler_step_size=6, lr=1e-3, workers=0),
+    demo_data=dict(splits={"train": 48, "val": 16}, height=96, width=128),
 )
 
 

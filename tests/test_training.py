@@ -1,0 +1,190 @@
+"""Both entry scripts end to end on tiny generated data (CPU, ResNet-18, small sizes), their outputs,
+--infer_only, and the mapping of every flag to the code it names."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pandas
+import pytest
+import torch
+
+from data.synthetic import write_cityscapes_raw, write_nyu_mtan
+from losses import GradNorm, LossBalancer, UncertaintyWeights
+from utils import engine
+from utils.main import main
+from utils.options import CITYSCAPES, NYUV2, parse_options
+
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--enc_layers", "18", "--epochs", "2", "--batch_size", "2", "--workers", "0", "--notqdm"]
+
+
+@pytest.fixture(scope="module")
+def cityscapes_root(tmp_path_factory):
+    return str(write_cityscapes_raw(tmp_path_factory.mktemp("cityscapes"), {"train": 4, "val": 3}, 128, 256, seed=1))
+
+
+@pytest.fixture(scope="module")
+def nyu_root(tmp_path_factory):
+    return str(write_nyu_mtan(tmp_path_factory.mktemp("nyu"), {"train": 4, "val": 3}, 96, 128, seed=1))
+
+
+def cityscapes_arguments(root, save_path, *extra):
+    return ["--input_path", root, "--save_path", str(save_path), "--height", "64", "--width", "128", *TINY, *extra]
+
+
+def nyu_arguments(root, save_path, *extra):
+    return ["--input_path", root, "--save_path", str(save_path), "--height", "64", "--width", "96", *TINY, *extra]
+
+
+def check_experiment(folder, epochs=2, balancing_columns=()):
+    """Every output file of a finished run exists and parses; returns results.json."""
+    config = json.load(open(folder / "config.json"))
+    assert config["device"] == "cpu" and config["versions"]["torch"] == torch.__version__
+    history = pandas.read_csv(folder / "metrics.csv")
+    assert list(history["epoch"]) == list(range(1, epochs + 1))
+    for column in ("train_loss", "val_loss", "train_transferred_depth", "val_transferred_segmentation", "lr",
+                   "epoch_seconds", *balancing_columns):
+        assert history[column].notna().all(), column
+    for name in ("best.pt", "last.pt"):
+        checkpoint = torch.load(folder / "checkpoints" / name, map_location="cpu", weights_only=True)
+        assert {"model", "balancing", "optimizer", "scheduler", "epoch", "best_val_loss"} <= set(checkpoint)
+    last = torch.load(folder / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+    assert last["epoch"] == epochs
+    assert last["best_val_loss"] == pytest.approx(history["val_loss"].min())
+    results = json.load(open(folder / "results.json"))
+    metrics = results["metrics"]
+    for key in ("miou", "pixel_acc", "miou_paper", "pixel_acc_paper"):
+        assert 0 <= metrics[key] <= 1, key
+    for key in ("abs", "abs_rel", "rmse", "abs_paper", "abs_rel_paper"):
+        assert 0 <= metrics[key] < math.inf, key
+    assert results["epoch"] == int(history["epoch"][history["val_loss"].idxmin()])
+    for figure in ("loss_curves.png", "predictions.png", "depth_error.png"):
+        assert (folder / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return results
+
+
+@pytest.mark.parametrize("balancing,columns", [
+    ([], ()), (["--uncertainty_weights"], ("sigma_segmentation", "sigma_depth")),
+    (["--gradnorm"], ("w_segmentation", "w_depth"))])
+def test_cityscapes_run_writes_every_output(cityscapes_root, tmp_path, balancing, columns, capsys):
+    assert main(CITYSCAPES, cityscapes_arguments(cityscapes_root, tmp_path, *balancing)) == 0
+    results = check_experiment(tmp_path / "001", balancing_columns=columns)
+    summary = pandas.read_csv(tmp_path / "results.csv")
+    assert list(summary["experiment"]) == [1] and summary["miou"][0] == pytest.approx(results["metrics"]["miou"])
+    printed = capsys.readouterr().out
+    assert "epoch   2/2" in printed and "paper protocol" in printed and "standard" in printed
+    if columns:
+        assert columns[0] in printed
+
+
+def test_infer_only_reproduces_results_and_a_second_run_gets_a_new_folder(cityscapes_root, tmp_path):
+    arguments = cityscapes_arguments(cityscapes_root, tmp_path, "--uncertainty_weights", "--no_plots")
+    assert main(CITYSCAPES, arguments) == 0
+    assert main(CITYSCAPES, arguments) == 0
+    assert sorted(os.listdir(tmp_path)) == ["001", "002", "results.csv"]
+    assert len(pandas.read_csv(tmp_path / "results.csv")) == 2
+    original = json.load(open(tmp_path / "001" / "results.json"))
+    config_before = (tmp_path / "001" / "config.json").read_bytes()
+    infer_arguments = ["--input_path", cityscapes_root, "--save_path", str(tmp_path), "--infer_only",
+                       "--exp_num", "1", "--workers", "0", "--notqdm", "--no_plots"]
+    assert main(CITYSCAPES, infer_arguments) == 0
+    reproduced = json.load(open(tmp_path / "001" / "infer" / "001" / "results.json"))
+    for key, value in original["metrics"].items():
+        if key != "iou":
+            assert reproduced["metrics"][key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+    assert reproduced["epoch"] == original["epoch"]
+    assert (tmp_path / "001" / "config.json").read_bytes() == config_before
+    assert json.load(open(tmp_path / "001" / "results.json")) == original
+
+
+def test_nyu_runs_without_a_balancing_flag_and_masks_missing_values(nyu_root, tmp_path):
+    assert main(NYUV2, nyu_arguments(nyu_root, tmp_path, "--direct_only")) == 0
+    results = check_experiment(tmp_path / "001")
+    assert results["direct_only"] is True
+    config = json.load(open(tmp_path / "001" / "config.json"))
+    assert config["options"]["ignore_index"] == -1 and config["options"]["num_classes"] == 13
+
+
+def test_debug_writes_nothing_and_time_inf_prints_latency(cityscapes_root, tmp_path, capsys):
+    arguments = cityscapes_arguments(cityscapes_root, tmp_path / "exps", "--debug", "--time_inf", "--epochs", "1")
+    assert main(CITYSCAPES, arguments) == 0
+    assert not (tmp_path / "exps").exists()
+    printed = capsys.readouterr().out
+    assert "latency (with transfer nets" in printed and "latency (direct only" in printed
+
+
+def test_every_flag_reaches_the_code_it_names():
+    options = parse_options(CITYSCAPES, [
+        "--enc_layers", "18", "--num_classes", "19", "--batch_norm", "--wider_ttnet", "--lp", "MSE",
+        "--tdep_loss", "ssim", "--tseg_loss", "kl", "--label_smoothing", "0.1", "--lambda_1", "0.2",
+        "--lambda_2", "0.3", "--optim", "sgd", "--lr", "0.05", "--b1", "0.8", "--scheduler_step_size", "7",
+        "--scheduler_gamma", "0.25", "--gradnorm", "--gradnorm_alpha", "0.5"])
+    model, criterion, balancer, optimizer, scheduler = engine.build_training(options, torch.device("cpu"), 19)
+    assert model.encoder.depth == 18 and model.num_classes == 19
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.segmentation_to_depth.modules())
+    assert model.segmentation_to_depth.down1[0].out_channels == 128
+    assert (criterion.lp, criterion.tdep_loss, criterion.tseg_loss) == ("MSE", "ssim", "kl")
+    assert (criterion.label_smoothing, criterion.alpha, criterion.gamma) == (0.1, 0.2, 0.3)
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.param_groups[0]["lr"] == 0.05
+    assert optimizer.param_groups[0]["momentum"] == 0.8
+    assert (scheduler.step_size, scheduler.gamma) == (7, 0.25)
+    assert isinstance(balancer, GradNorm) and balancer.alpha == 0.5
+
+    options = parse_options(NYUV2, ["--uncertainty_weights", "--b1", "0.7", "--b2", "0.95"])
+    assert (options.alpha, options.gamma, options.ignore_index, options.height, options.width) == (1e-4, 1e-4, -1, 288, 384)
+    assert (options.epochs, options.batch_size, options.scheduler_step_size) == (100, 6, 60)
+    model, criterion, balancer, optimizer, _ = engine.build_training(options, torch.device("cpu"), 13)
+    assert isinstance(balancer, UncertaintyWeights) and criterion.ignore_index == -1
+    assert optimizer.param_groups[0]["betas"] == (0.7, 0.95)
+    assert any(p is balancer.log_variance for p in optimizer.param_groups[0]["params"])
+    options = parse_options(CITYSCAPES, [])
+    assert (options.alpha, options.gamma, options.epochs, options.batch_size, options.num_classes) == (0.01, 0.01, 250, 8, 7)
+    assert type(engine.build_training(options, torch.device("cpu"), 7)[2]) is LossBalancer
+
+
+def test_lp_flag_changes_the_depth_loss(cityscapes_root):
+    values = {}
+    for lp in ("L1", "MSE"):
+        options = parse_options(CITYSCAPES, ["--input_path", cityscapes_root, "--lp", lp])
+        _, criterion, *_ = engine.build_training(options, torch.device("cpu"), 7)
+        prediction = torch.full((1, 1, 4, 4), 3.0)
+        outputs = type("Outputs", (), {"segmentation": torch.zeros(1, 7, 4, 4), "depth": prediction,
+                                       "transferred_depth": None, "transferred_segmentation": None})
+        values[lp] = criterion(outputs, torch.zeros(1, 4, 4, dtype=torch.long), torch.ones(1, 1, 4, 4)).depth.item()
+    assert values == {"L1": pytest.approx(2.0), "MSE": pytest.approx(4.0)}
+
+
+@pytest.mark.parametrize("profile,arguments,reason", [
+    (CITYSCAPES, ["--uncertainty_weights", "--gradnorm"], "exclusive"),
+    (CITYSCAPES, ["--height", "100"], "--height 100"),
+    (NYUV2, ["--num_classes", "19"], "--num_classes 19"),
+    (CITYSCAPES, ["--enc_layers", "20"], "--enc_layers 20"),
+    (CITYSCAPES, ["--lp", "L3"], "--lp"),
+    (CITYSCAPES, ["--infer_only"], "--exp_num"),
+    (CITYSCAPES, ["--alpha", "2"], "--alpha 2"),
+])
+def test_invalid_combinations_are_refused_with_exit_code_2(profile, arguments, reason, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_options(profile, arguments)
+    assert exit_info.value.code == 2
+    assert reason in capsys.readouterr().err
+
+
+def test_scripts_refuse_bad_input_with_exit_code_2_and_no_traceback(tmp_path):
+    for script, arguments, expected in (
+            ("main_cross_nyu.py", ["--num_classes", "19"], "--num_classes 19"),
+            ("main_cross_cs.py", ["--input_path", str(tmp_path / "missing"), "--save_path", str(tmp_path / "exps"),
+                                  "--cpu", "--enc_layers", "18"], str(tmp_path / "missing"))):
+        result = subprocess.run([sys.executable, script, *arguments], cwd=REPOSITORY, capture_output=True,
+                                text=True, timeout=300)
+        assert result.returncode == 2, result.stderr
+        assert expected in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "exps").exists()
+
+
+def test_infer_only_of_a_missing_experiment_is_a_clear_error(tmp_path, capsys):
+    code = main(CITYSCAPES, ["--save_path", str(tmp_path), "--infer_only", "--exp_num", "7"])
+    assert code == 2
+    assert "--exp_num 7" in capsys.readouterr().err
