@@ -46,8 +46,8 @@ NYUV2 = DatasetProfile(
     class_counts=(13,),
     depth_label="depth (m)",
     paper_results=dict(num_classes=13, miou=0.3031, pixel_acc=0.6302, abs=0.5954, abs_rel=0.2235),
-    demo_defaults=dict(input_path="data/demo/nyu", height=64, width=96, enc_layers=18, epochs=8,
-                       batch_size=8, scheduler_step_size=6, lr=1e-3, workers=0),
+    demo_defaults=dict(input_path="data/demo/nyu", height=64, width=64, enc_layers=18, epochs=10,
+                       batch_size=8, scheduler_step_size=8, lr=1e-3, workers=0),
     demo_data=dict(splits={"train": 48, "val": 16}, height=96, width=128),
 )
 
