@@ -188,3 +188,27 @@ def test_infer_only_of_a_missing_experiment_is_a_clear_error(tmp_path, capsys):
     code = main(CITYSCAPES, ["--save_path", str(tmp_path), "--infer_only", "--exp_num", "7"])
     assert code == 2
     assert "--exp_num 7" in capsys.readouterr().err
+
+
+def test_reduced_demo_generates_the_raw_layout_once_and_runs_end_to_end(tmp_path, capsys):
+    """The demo path with one epoch instead of the full schedule (the full demo is too long for CI)."""
+    demo_root = tmp_path / "demo"
+    arguments = ["--demo", "--input_path", str(demo_root), "--save_path", str(tmp_path / "exps"), "--epochs", "1",
+                 "--notqdm", "--no_plots"]
+    assert main(CITYSCAPES, arguments) == 0
+    assert sorted(os.listdir(demo_root)) == [".complete", "disparity", "gtFine", "leftImg8bit"]
+    image_files = [name for _, _, names in os.walk(demo_root / "leftImg8bit" / "train") for name in names]
+    assert len(image_files) == CITYSCAPES.demo_data["splits"]["train"]
+    config = json.load(open(tmp_path / "exps" / "001" / "config.json"))["options"]
+    assert (config["demo"], config["enc_layers"], config["height"], config["width"]) == (True, 18, 32, 64)
+    results = json.load(open(tmp_path / "exps" / "001" / "results.json"))
+    baseline = results["baseline"]
+    assert 0 < baseline["pixel_acc"] < 1 and baseline["abs"] > 0
+    printed = capsys.readouterr().out
+    assert "constant baseline" in printed and "generating the demo dataset" in printed
+
+    marker_time = os.stat(demo_root / ".complete").st_mtime_ns
+    assert main(CITYSCAPES, arguments) == 0
+    assert os.stat(demo_root / ".complete").st_mtime_ns == marker_time
+    assert "generating the demo dataset" not in capsys.readouterr().out
+    assert sorted(os.listdir(tmp_path / "exps")) == ["001", "002", "results.csv"]
