@@ -15,7 +15,7 @@ from utils.metrics import MultiTaskMetrics
 from utils.options import balancing_method
 
 COMPONENTS = ("segmentation", "depth", "transferred_segmentation", "transferred_depth")
-PROGRESS_EVERY = 10
+PROGRESS_SECONDS = 1.0
 DEPTH_PLOT_PIXELS_PER_BATCH = 2000
 
 
@@ -69,9 +69,9 @@ def train_one_epoch(model, criterion, balancer, optimizer, loader, device, progr
     """One pass over `loader`; returns mean losses ({"loss", components}) and "images_per_second"."""
     model.train()
     meter = LossMeter(device)
-    start = time.perf_counter()
+    start = last_progress = time.perf_counter()
     bar = tqdm(loader, desc=description, disable=not progress, leave=False, dynamic_ncols=True)
-    for step, batch in enumerate(bar):
+    for batch in bar:
         image, segmentation_target, depth_target = move_batch(batch, device)
         outputs = model(image)
         terms = criterion(outputs, segmentation_target, depth_target)
@@ -80,9 +80,9 @@ def train_one_epoch(model, criterion, balancer, optimizer, loader, device, progr
         optimizer.step()
         balancer.step()
         meter.update(total, terms, image.shape[0])
-        if progress and step % PROGRESS_EVERY == 0:
-            bar.set_postfix(loss=f"{meter.means()['loss']:.4f}",
-                            img_s=f"{meter.count / (time.perf_counter() - start):.1f}")
+        if progress and time.perf_counter() - last_progress > PROGRESS_SECONDS:
+            last_progress = time.perf_counter()
+            bar.set_postfix(loss=f"{meter.means()['loss']:.4f}", img_s=f"{meter.count / (last_progress - start):.1f}")
     results = meter.means()
     results["images_per_second"] = meter.count / (time.perf_counter() - start)
     return results
