@@ -87,8 +87,8 @@ def test_infer_only_reproduces_results_and_a_second_run_gets_a_new_folder(citysc
     assert len(pandas.read_csv(tmp_path / "results.csv")) == 2
     original = json.load(open(tmp_path / "001" / "results.json"))
     config_before = (tmp_path / "001" / "config.json").read_bytes()
-    infer_arguments = ["--input_path", cityscapes_root, "--save_path", str(tmp_path), "--infer_only",
-                       "--exp_num", "1", "--workers", "0", "--notqdm", "--no_plots"]
+    infer_arguments = ["--save_path", str(tmp_path), "--infer_only", "--exp_num", "1", "--workers", "0", "--notqdm",
+                       "--no_plots"]
     assert main(CITYSCAPES, infer_arguments) == 0
     reproduced = json.load(open(tmp_path / "001" / "infer" / "001" / "results.json"))
     for key, value in original["metrics"].items():
@@ -113,6 +113,12 @@ def test_debug_writes_nothing_and_time_inf_prints_latency(cityscapes_root, tmp_p
     assert not (tmp_path / "exps").exists()
     printed = capsys.readouterr().out
     assert "latency (with transfer nets" in printed and "latency (direct only" in printed
+
+
+def test_explicit_options_are_told_apart_from_defaults():
+    options = parse_options(CITYSCAPES, ["--batch_size", "8", "-e", "3", "--demo"])
+    assert options.explicit == ["batch_size", "demo", "epochs"]
+    assert options.height == 32 and "height" not in options.explicit
 
 
 def test_every_flag_reaches_the_code_it_names():

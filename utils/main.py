@@ -20,10 +20,12 @@ from utils.options import balancing_method, parse_options
 from utils.timing import inference_latency_ms
 
 PREDICTION_GRID_SAMPLES = 4
-# What --infer_only takes from the experiment's config.json: the architecture, the data geometry, the balancing,
-# and the batch size (the paper protocol averages depth per batch, so it depends on it).
+# What --infer_only takes from the experiment's config.json: always the architecture, the data geometry and
+# the balancing; the dataset path and the batch size unless given on the command line (the paper protocol
+# averages depth per batch, so the same batch size gives the same numbers).
 RESTORED_OPTIONS = ("enc_layers", "num_classes", "batch_norm", "wider_ttnet", "height", "width", "ignore_index",
-                    "uncertainty_weights", "gradnorm", "gradnorm_alpha", "batch_size")
+                    "uncertainty_weights", "gradnorm", "gradnorm_alpha")
+RESTORED_UNLESS_GIVEN = ("input_path", "batch_size")
 
 
 def select_device(force_cpu):
@@ -222,7 +224,7 @@ def infer(profile, options, device):
     source = experiment.experiment_folder(options.save_path, options.exp_num)
     with open(os.path.join(source, "config.json")) as stream:
         saved = json.load(stream)["options"]
-    for key in RESTORED_OPTIONS:
+    for key in RESTORED_OPTIONS + tuple(key for key in RESTORED_UNLESS_GIVEN if key not in options.explicit):
         setattr(options, key, saved[key])
     checkpoint = experiment.load_checkpoint(os.path.join(source, "checkpoints", "best.pt"), device)
     val_set = build_dataset(profile, options, "val", augment=False)

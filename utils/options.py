@@ -54,7 +54,7 @@ NYUV2 = DatasetProfile(
 
 def build_parser(profile):
     """The argument parser of one entry script, with `profile`'s defaults."""
-    parser = argparse.ArgumentParser(description=profile.description,
+    parser = argparse.ArgumentParser(description=profile.description, allow_abbrev=False,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     data = parser.add_argument_group("data")
     data.add_argument("--input_path", help="root of the dataset (layout detected from its folders)")
@@ -125,12 +125,16 @@ def build_parser(profile):
 
 
 def parse_options(profile, argv=None):
-    """Parsed and checked options; invalid combinations exit with status 2 and the reason."""
+    """Parsed and checked options; invalid combinations exit with status 2 and the reason.
+    `options.explicit` lists the options given on the command line (the rest are defaults)."""
     parser = build_parser(profile)
     options = parser.parse_args(argv)
     if options.demo:
         parser.set_defaults(**{**profile.defaults, **profile.demo_defaults})
         options = parser.parse_args(argv)
+    not_given = object()
+    probe = parser.parse_args(argv, namespace=argparse.Namespace(**{key: not_given for key in vars(options)}))
+    options.explicit = sorted(key for key, value in vars(probe).items() if value is not not_given)
     problem = find_problem(options, profile)
     if problem:
         parser.error(problem)
