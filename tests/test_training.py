@@ -83,7 +83,7 @@ def test_infer_only_reproduces_results_and_a_second_run_gets_a_new_folder(citysc
     arguments = cityscapes_arguments(cityscapes_root, tmp_path, "--uncertainty_weights", "--no_plots")
     assert main(CITYSCAPES, arguments) == 0
     assert main(CITYSCAPES, arguments) == 0
-    assert sorted(os.listdir(tmp_path)) == ["001", "002", "results.csv"]
+    assert sorted(os.listdir(tmp_path)) == ["001", "002", "results.csv", "results.csv.lock"]
     assert len(pandas.read_csv(tmp_path / "results.csv")) == 2
     original = json.load(open(tmp_path / "001" / "results.json"))
     config_before = (tmp_path / "001" / "config.json").read_bytes()
@@ -217,4 +217,4 @@ def test_reduced_demo_generates_the_raw_layout_once_and_runs_end_to_end(tmp_path
     assert main(CITYSCAPES, arguments) == 0
     assert os.stat(demo_root / ".complete").st_mtime_ns == marker_time
     assert "generating the demo dataset" not in capsys.readouterr().out
-    assert sorted(os.listdir(tmp_path / "exps")) == ["001", "002", "results.csv"]
+    assert sorted(os.listdir(tmp_path / "exps")) == ["001", "002", "results.csv", "results.csv.lock"]

@@ -1,5 +1,6 @@
 """Experiment folders, checkpoints and result files; every file is written atomically, nothing overwritten."""
 import csv
+import fcntl
 import io
 import json
 import math
@@ -87,12 +88,15 @@ def write_csv(path, rows):
 
 
 def append_csv_row(path, row):
-    """Add `row` to the CSV at `path`, rewriting it atomically; earlier rows are kept, new columns added."""
-    rows = []
-    if os.path.exists(path):
-        with open(path, newline="") as stream:
-            rows = list(csv.DictReader(stream))
-    write_csv(path, rows + [row])
+    """Add `row` to the CSV at `path`, rewriting it atomically; earlier rows are kept, new columns added.
+    An exclusive lock on `path`.lock keeps runs that finish together from losing each other's rows."""
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = []
+        if os.path.exists(path):
+            with open(path, newline="") as stream:
+                rows = list(csv.DictReader(stream))
+        write_csv(path, rows + [row])
 
 
 def git_commit():
