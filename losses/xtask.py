@@ -42,9 +42,9 @@ class XTaskLoss(nn.Module):
         super().__init__()
         for flag, weight in (("--alpha", alpha), ("--gamma", gamma)):
             if not 0.0 <= weight <= 1.0:
-                raise UserInputError(f"{flag}: expected a weight in [0, 1], got {weight!r}")
+                raise UserInputError(f"{flag} {weight!r}: expected a weight in [0, 1]")
         if not 0.0 <= label_smoothing < 1.0:
-            raise UserInputError(f"--label_smoothing: expected a value in [0, 1), got {label_smoothing!r}")
+            raise UserInputError(f"--label_smoothing {label_smoothing!r}: expected a value in [0, 1)")
         self.num_classes = num_classes
         self.alpha = alpha
         self.gamma = gamma

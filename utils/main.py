@@ -53,8 +53,8 @@ def build_dataset(profile, options, split, augment):
 def make_loader(dataset, options, device, shuffle):
     """A DataLoader over `dataset`; shuffling (training only) is seeded from --seed."""
     return DataLoader(dataset, batch_size=options.batch_size, shuffle=shuffle, num_workers=options.workers,
-                      pin_memory=device.type == "cuda", drop_last=False, persistent_workers=options.workers > 0,
-                      generator=torch.Generator().manual_seed(options.seed))
+                      pin_memory=device.type == "cuda", persistent_workers=options.workers > 0,
+                      generator=torch.Generator().manual_seed(options.seed) if shuffle else None)
 
 
 def prepare_demo_data(profile, root):

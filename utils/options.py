@@ -2,9 +2,10 @@
 import argparse
 from dataclasses import dataclass, field
 
-from losses.depth import DEPTH_LOSSES, resolve_name
+from losses.balancing import make_balancer
+from losses.depth import DEPTH_LOSSES
 from losses.segmentation import TRANSFERRED_SEGMENTATION_LOSSES
-from losses.xtask import TRANSFERRED_DEPTH_LOSSES
+from losses.xtask import TRANSFERRED_DEPTH_LOSSES, XTaskLoss
 from models.encoder import ENCODER_DEPTHS
 from models.xtask_net import INPUT_MULTIPLE
 from utils.errors import UserInputError
@@ -151,7 +152,8 @@ def balancing_method(options):
 
 
 def find_problem(options, profile):
-    """The first reason the options cannot run together, or None."""
+    """The first reason the options cannot run together, or None. The loss and balancing settings are
+    checked by building them (cheap: no tensors of any size), so the rules live in one place."""
     checks = (
         (options.uncertainty_weights and options.gradnorm,
          "--uncertainty_weights and --gradnorm are exclusive: choose one balancing method"),
@@ -169,10 +171,6 @@ def find_problem(options, profile):
         (options.lr <= 0, f"--lr {options.lr}: expected a positive learning rate"),
         (options.scheduler_step_size < 1,
          f"--scheduler_step_size {options.scheduler_step_size}: expected at least 1"),
-        (not 0 <= options.alpha <= 1, f"--alpha {options.alpha}: expected a weight in [0, 1]"),
-        (not 0 <= options.gamma <= 1, f"--gamma {options.gamma}: expected a weight in [0, 1]"),
-        (not 0 <= options.label_smoothing < 1,
-         f"--label_smoothing {options.label_smoothing}: expected a value in [0, 1)"),
         (options.infer_only and options.exp_num is None, "--infer_only needs --exp_num N"),
         (options.exp_num is not None and not options.infer_only, "--exp_num is used with --infer_only only"),
         (options.show and options.no_plots, "--show and --no_plots contradict each other"),
@@ -183,12 +181,12 @@ def find_problem(options, profile):
     for failed, message in checks:
         if failed:
             return message
-    loss_names = ((options.lp, DEPTH_LOSSES, "--lp"), (options.tdep_loss, TRANSFERRED_DEPTH_LOSSES, "--tdep_loss"),
-                  (options.tseg_loss, TRANSFERRED_SEGMENTATION_LOSSES, "--tseg_loss"))
-    for name, choices, flag in loss_names:
-        try:
-            resolve_name(name, choices, flag)
-        except UserInputError as error:
-            return str(error)
+    try:
+        XTaskLoss(options.num_classes, options.alpha, options.gamma, label_smoothing=options.label_smoothing,
+                  lp=options.lp, tseg_loss=options.tseg_loss, tdep_loss=options.tdep_loss,
+                  ignore_index=options.ignore_index)
+        make_balancer(balancing_method(options), gradnorm_alpha=options.gradnorm_alpha)
+    except UserInputError as error:
+        return str(error)
     return None
 
