@@ -58,7 +58,7 @@ def list_raw_samples(root: Path, split: str) -> list:
 
 def read_raw_sample(paths: tuple, label_lookup: np.ndarray, height: int, width: int) -> tuple:
     """Read one raw sample and resize it to height x width (the 8-bit image INTER_AREA, label ids and
-    raw disparity INTER_NEAREST, before converting them): image float32 [H, W, 3] (RGB, [0, 1]),
+    raw disparity centred nearest neighbour (INTER_NEAREST_EXACT), before converting them): image float32 [H, W, 3] (RGB, [0, 1]),
     segmentation int64 [H, W] (label ids mapped through `label_lookup`), disparity float32 [H, W]
     (pixels / 256)."""
     image_path, label_path, disparity_path = paths
@@ -86,7 +86,7 @@ class CityscapesDataset(MultiTaskDataset):
 
     Samples are (image [3, H, W] float32 ImageNet-normalised, segmentation [H, W] int64 with
     `ignore_index` for ignored pixels, depth [1, H, W] float32 disparity / 256 with 0 invalid), at
-    height x width (image INTER_AREA, labels and disparity INTER_NEAREST).
+    height x width (image INTER_AREA, labels and disparity INTER_NEAREST_EXACT).
     """
 
     depth_is_disparity = True

@@ -105,7 +105,7 @@ def check_depth_values(depth: np.ndarray, path: Path, units: str) -> None:
 def read_npy_sample(paths: tuple, num_classes: int, ignore_index: int, depth_units: str, height: int,
                     width: int) -> tuple:
     """Read one MTAN sample from its (image, label, depth) .npy paths, check it and resize it to
-    height x width (image INTER_AREA, label and depth INTER_NEAREST).
+    height x width (image INTER_AREA, label and depth centred nearest neighbour, INTER_NEAREST_EXACT).
 
     Returns image float32 [H, W, 3] in [0, 1], segmentation int64 [H, W] with classes 0..C-1 and
     `ignore_index` where the file holds -1, and depth float32 [H, W] in `depth_units` (0 missing).

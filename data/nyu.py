@@ -21,7 +21,7 @@ class NYUv2Dataset(MultiTaskDataset):
 
     height, width: output size; None keeps the size of the split's first image (288 x 384 in the
     MTAN release). Other sizes are resized as for Cityscapes (image INTER_AREA, labels and depth
-    INTER_NEAREST).
+    INTER_NEAREST_EXACT).
     """
 
     layout = NYU_MTAN

@@ -15,21 +15,23 @@ FLIP_PROBABILITY = 0.5
 CROP_SCALES = (1.0, 1.2, 1.5)
 
 
-def resize_nearest(array: np.ndarray, height: int, width: int, interpolation: int = cv2.INTER_NEAREST) -> np.ndarray:
+def resize_nearest(array: np.ndarray, height: int, width: int) -> np.ndarray:
     """`array` [H, W] resized to [height, width] without blending values (labels, depth), dtype kept.
-    `interpolation`: cv2.INTER_NEAREST (source pixel floor(x * scale)) or cv2.INTER_NEAREST_EXACT
-    (the source pixel under the target pixel's centre, aligned with bilinear resizing)."""
+    Each target pixel takes the source pixel under its centre (cv2.INTER_NEAREST_EXACT: source column
+    floor((x + 0.5) * W / width), e.g. 8x + 4 for 2048 -> 256, as PIL's nearest), so targets stay
+    aligned with the INTER_AREA / bilinear image; plain cv2.INTER_NEAREST would take floor(x * W /
+    width), half a source step up-left."""
     if array.shape[:2] == (height, width):
         return array
     dtype = array.dtype
     working = np.ascontiguousarray(array, dtype=np.int32 if dtype == np.int64 else dtype)
-    return cv2.resize(working, (width, height), interpolation=interpolation).astype(dtype, copy=False)
+    return cv2.resize(working, (width, height), interpolation=cv2.INTER_NEAREST_EXACT).astype(dtype, copy=False)
 
 
 def resize_sample(image: np.ndarray, segmentation: np.ndarray, depth: np.ndarray, height: int,
                   width: int) -> tuple:
     """The sample resized to [height, width]: image with cv2.INTER_AREA, segmentation and depth with
-    cv2.INTER_NEAREST (values are never blended)."""
+    the centred nearest neighbour of `resize_nearest` (values are never blended)."""
     if image.shape[:2] != (height, width):
         image = cv2.resize(np.ascontiguousarray(image), (width, height), interpolation=cv2.INTER_AREA)
     return image, resize_nearest(segmentation, height, width), resize_nearest(depth, height, width)
@@ -50,14 +52,14 @@ def scale_crop(image: np.ndarray, segmentation: np.ndarray, depth: np.ndarray, s
                left: int, depth_is_disparity: bool) -> tuple:
     """Zoom in by `scale`: crop crop_size(H, W, scale) at (top, left) and resize it back to H x W
     (image bilinear, segmentation and depth nearest with pixel centres aligned to the bilinear
-    image, cv2.INTER_NEAREST_EXACT). Things come closer by the factor `scale`: disparity is
+    image, see resize_nearest). Things come closer by the factor `scale`: disparity is
     multiplied by it, metric depth divided by it; missing values (0) stay 0."""
     height, width = segmentation.shape
     crop_height, crop_width = crop_size(height, width, scale)
     rows, columns = slice(top, top + crop_height), slice(left, left + crop_width)
     image = cv2.resize(np.ascontiguousarray(image[rows, columns]), (width, height), interpolation=cv2.INTER_LINEAR)
-    segmentation = resize_nearest(segmentation[rows, columns], height, width, cv2.INTER_NEAREST_EXACT)
-    depth = resize_nearest(depth[rows, columns], height, width, cv2.INTER_NEAREST_EXACT)
+    segmentation = resize_nearest(segmentation[rows, columns], height, width)
+    depth = resize_nearest(depth[rows, columns], height, width)
     depth = depth * np.float32(scale) if depth_is_disparity else depth / np.float32(scale)
     return image, segmentation, depth
 

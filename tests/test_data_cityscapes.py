@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torchvision.datasets import Cityscapes
 
 from data import CITYSCAPES_19_CLASS_NAMES, CITYSCAPES_7_CLASS_NAMES, CityscapesDataset, palette
@@ -115,15 +116,36 @@ def test_raw_samples_are_sorted_and_resized_as_specified(data_raw_root):
     assert names == ["arden_000000_000019_leftImg8bit.png", "brookhaven_000000_000019_leftImg8bit.png"]
     image, segmentation, depth = dataset[1]
     raw_label = cv2.imread(str(dataset.samples[1][1]), cv2.IMREAD_UNCHANGED)
-    expected = dataset.label_lookup[cv2.resize(raw_label, (128, 64), interpolation=cv2.INTER_NEAREST)]
+    expected = dataset.label_lookup[cv2.resize(raw_label, (128, 64), interpolation=cv2.INTER_NEAREST_EXACT)]
     np.testing.assert_array_equal(segmentation.numpy(), expected)
     rgb = cv2.cvtColor(cv2.imread(str(dataset.samples[1][0])), cv2.COLOR_BGR2RGB)
     resized = cv2.resize(rgb, (128, 64), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
     expected_image = (resized - IMAGENET_MEAN) / IMAGENET_STD
     np.testing.assert_allclose(image.permute(1, 2, 0).numpy(), expected_image, atol=1e-5)
     raw_disparity = cv2.imread(str(dataset.samples[1][2]), cv2.IMREAD_UNCHANGED)
-    expected_depth = disparity_from_raw(cv2.resize(raw_disparity, (128, 64), interpolation=cv2.INTER_NEAREST))
+    expected_depth = disparity_from_raw(cv2.resize(raw_disparity, (128, 64), interpolation=cv2.INTER_NEAREST_EXACT))
     np.testing.assert_array_equal(depth[0].numpy(), expected_depth)
+
+
+def test_full_size_targets_come_from_the_pixel_under_each_target_centre(tmp_path):
+    """2048x1024 -> 256x128: target pixel (x, y) must come from source (8x + 4, 8y + 4), the pixel PIL's
+    nearest neighbour picks and the centre of the 8x8 block that INTER_AREA averages for the image."""
+    rows, columns = np.mgrid[0:1024, 0:2048]
+    label_ids = (columns % 34).astype(np.uint8)
+    column_coded = (columns + 2).astype(np.uint16)
+    row_coded = (rows + 2).astype(np.uint16)
+    write_raw_sample(tmp_path, label_ids, column_coded, prefix="town_000000_000019")
+    write_raw_sample(tmp_path, label_ids, row_coded, prefix="town_000001_000019")
+    dataset = CityscapesDataset(tmp_path, "train", height=128, width=256, num_classes=19, ignore_index=IGNORE)
+    source_columns = 8 * np.arange(256) + 4
+    source_rows = 8 * np.arange(128) + 4
+    _, segmentation, column_depth = dataset[0]
+    _, _, row_depth = dataset[1]
+    np.testing.assert_array_equal(segmentation.numpy(), dataset.label_lookup[np.tile(source_columns % 34, (128, 1))])
+    np.testing.assert_array_equal(column_depth[0].numpy(), disparity_from_raw(np.tile(source_columns + 2, (128, 1))))
+    np.testing.assert_array_equal(row_depth[0].numpy(), disparity_from_raw(np.tile(source_rows[:, None] + 2, (1, 256))))
+    pil_nearest = np.asarray(Image.fromarray((rows * 2048 + columns).astype(np.int32)).resize((256, 128), Image.NEAREST))
+    np.testing.assert_array_equal(pil_nearest, source_rows[:, None] * 2048 + source_columns[None, :])
 
 
 @pytest.mark.parametrize("num_classes", (7, 19))
@@ -149,7 +171,7 @@ def test_mtan_layout_is_resized_like_the_raw_layout(data_mtan_root):
     image, segmentation, depth = CityscapesDataset(data_mtan_root, "train", height=64, width=96)[2]
     assert image.shape == (3, 64, 96) and segmentation.shape == (64, 96) and depth.shape == (1, 64, 96)
     label = np.load(data_mtan_root / "train" / "label_7" / "2.npy")
-    expected = cv2.resize(label, (96, 64), interpolation=cv2.INTER_NEAREST)
+    expected = cv2.resize(label, (96, 64), interpolation=cv2.INTER_NEAREST_EXACT)
     np.testing.assert_array_equal(segmentation.numpy(), np.where(expected == -1, IGNORE, expected))
 
 

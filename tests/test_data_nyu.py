@@ -51,7 +51,7 @@ def test_height_and_width_resize_like_cityscapes(data_nyu_root):
     image, segmentation, depth = NYUv2Dataset(data_nyu_root, "val", height=36, width=64)[1]
     assert image.shape == (3, 36, 64) and segmentation.shape == (36, 64) and depth.shape == (1, 36, 64)
     stored_depth = np.load(data_nyu_root / "val" / "depth" / "1.npy")[:, :, 0]
-    np.testing.assert_array_equal(depth[0].numpy(), cv2.resize(stored_depth, (64, 36), interpolation=cv2.INTER_NEAREST))
+    np.testing.assert_array_equal(depth[0].numpy(), cv2.resize(stored_depth, (64, 36), interpolation=cv2.INTER_NEAREST_EXACT))
     stored_image = np.load(data_nyu_root / "val" / "image" / "1.npy")
     np.testing.assert_allclose(image.permute(1, 2, 0).numpy(),
                                cv2.resize(stored_image, (64, 36), interpolation=cv2.INTER_AREA), atol=1e-6)
