@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.metrics import MultiTaskMetrics
+from utils.metrics import DEPTH_PREDICTION_FLOOR, STATE_NAMES, MultiTaskMetrics
 
 NUM_CLASSES = 5
 ABSENT_CLASS = 4  # never predicted and never in the ground truth of the random data
@@ -20,6 +20,7 @@ def make_batches(ignore_index, seed=0):
 
     Batch 0 image 1 has no valid segmentation pixel; batch 1 has no valid depth pixel; about a
     quarter of the other segmentation pixels are ignored and a third of the depth pixels are 0.
+    About a tenth of the depth predictions are 0, -1 or -2 (below the clamp of the log and ratios).
     """
     generator = torch.Generator().manual_seed(seed)
     batches = []
@@ -36,6 +37,9 @@ def make_batches(ignore_index, seed=0):
         if batch_number == 1:
             depth_target.zero_()
         depth_prediction = torch.rand(batch_size, 1, HEIGHT, WIDTH, generator=generator) * 10
+        not_positive = torch.rand(batch_size, 1, HEIGHT, WIDTH, generator=generator) < 0.1
+        not_positive_values = torch.randint(-2, 1, (batch_size, 1, HEIGHT, WIDTH), generator=generator)
+        depth_prediction[not_positive] = not_positive_values[not_positive].float()
         batches.append((logits, target, depth_prediction, depth_target))
     return batches
 
@@ -76,8 +80,9 @@ def reference_metrics(batches, ignore_index):
     """Both protocols computed with explicit loops over images and pixels."""
     total_confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
     image_mious, image_accuracies = [], []
-    abs_sum = rel_sum = squared_sum = 0.0
-    depth_count = 0
+    abs_sum = rel_sum = squared_sum = squared_rel_sum = squared_log_sum = 0.0
+    delta_counts = [0, 0, 0]
+    depth_count = not_positive_prediction_count = 0
     batch_abs, batch_rel, batch_weights = [], [], []
     for logits, target, depth_prediction, depth_target in batches:
         prediction = logits.numpy().argmax(axis=1)
@@ -97,6 +102,13 @@ def reference_metrics(batches, ignore_index):
                 batch_abs_sum += error
                 batch_rel_sum += error / true_depth[index]
                 squared_sum += error**2
+                squared_rel_sum += error**2 / true_depth[index]
+                clamped = max(predicted_depth[index], DEPTH_PREDICTION_FLOOR)
+                squared_log_sum += (np.log(clamped) - np.log(true_depth[index])) ** 2
+                ratio = max(clamped / true_depth[index], true_depth[index] / clamped)
+                for delta_index, threshold in enumerate((1.25, 1.25**2, 1.25**3)):
+                    delta_counts[delta_index] += ratio < threshold
+                not_positive_prediction_count += predicted_depth[index] <= 0
                 batch_count += 1
         abs_sum += batch_abs_sum
         rel_sum += batch_rel_sum
@@ -112,6 +124,11 @@ def reference_metrics(batches, ignore_index):
         "abs": abs_sum / depth_count,
         "abs_rel": rel_sum / depth_count,
         "rmse": math.sqrt(squared_sum / depth_count),
+        "rmse_log": math.sqrt(squared_log_sum / depth_count),
+        "sq_rel": squared_rel_sum / depth_count,
+        "delta1": delta_counts[0] / depth_count,
+        "delta2": delta_counts[1] / depth_count,
+        "delta3": delta_counts[2] / depth_count,
         "iou": iou,
         "miou_paper": sum(image_mious) / len(image_mious),
         "pixel_acc_paper": sum(image_accuracies) / len(image_accuracies),
@@ -119,10 +136,12 @@ def reference_metrics(batches, ignore_index):
         "abs_rel_paper": np.dot(batch_rel, batch_weights) / sum(batch_weights),
         "counted_images": len(image_mious),
         "counted_batches": len(batch_weights),
+        "counted_not_positive_predictions": not_positive_prediction_count,
     }
 
 
-STANDARD_KEYS = ("miou", "pixel_acc", "abs", "abs_rel", "rmse")
+DEPTH_KEYS = ("abs", "abs_rel", "rmse", "rmse_log", "sq_rel", "delta1", "delta2", "delta3")
+STANDARD_KEYS = ("miou", "pixel_acc") + DEPTH_KEYS
 PAPER_KEYS = ("miou_paper", "pixel_acc_paper", "abs_paper", "abs_rel_paper")
 
 
@@ -150,9 +169,85 @@ def test_paper_protocol_matches_bruteforce(ignore_index):
         assert result[key] == pytest.approx(expected[key], rel=1e-6), key
 
 
-def test_results_are_python_floats():
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_depth_metrics_match_bruteforce_with_not_positive_predictions(seed):
+    batches = make_batches(250, seed=seed)
+    result = feed(MultiTaskMetrics(NUM_CLASSES, 250), batches).compute()
+    expected = reference_metrics(batches, 250)
+    # The data reaches the clamp and puts pixels in every delta band.
+    assert expected["counted_not_positive_predictions"] > 0
+    assert 0 < expected["delta1"] < expected["delta2"] < expected["delta3"] < 1
+    for key in DEPTH_KEYS:
+        assert result[key] == pytest.approx(expected[key], rel=1e-9), key
+
+
+def rebatch(batches, batch_sizes):
+    """The images of `batches`, concatenated in order and split into batches of `batch_sizes`."""
+    columns = [torch.cat(column) for column in zip(*batches)]
+    return list(zip(*(column.split(list(batch_sizes)) for column in columns)))
+
+
+@pytest.mark.parametrize("batch_sizes", [(sum(BATCH_SIZES),), (1,) * sum(BATCH_SIZES), (2, 5, 3)])
+def test_standard_protocol_does_not_depend_on_batch_composition(batch_sizes):
+    batches = make_batches(250, seed=4)
+    regrouped = rebatch(batches, batch_sizes)
+    assert [batch[0].shape[0] for batch in regrouped] == list(batch_sizes)
+    original = feed(MultiTaskMetrics(NUM_CLASSES, 250), batches).compute()
+    result = feed(MultiTaskMetrics(NUM_CLASSES, 250), regrouped).compute()
+    for key in STANDARD_KEYS:
+        assert result[key] == pytest.approx(original[key], rel=1e-12), key
+
+
+def test_delta_thresholds_are_strict_and_symmetric():
+    # Pairs (prediction, target) with max(p / g, g / p) exactly representable in float32.
+    pairs = [
+        (1.0, 1.0),  # ratio 1: within all three
+        (1.24, 1.0),  # just below 1.25: within all three
+        (1.25, 1.0),  # exactly 1.25: not within delta1 (strict), within delta2 and delta3
+        (1.0, 1.25),  # the same ratio with prediction below target
+        (1.5625, 1.0),  # exactly 1.25^2: within delta3 only
+        (1.0, 1.953125),  # exactly 1.25^3: within none
+        (0.0, 2.0),  # clamped to DEPTH_PREDICTION_FLOOR: within none
+        (-3.0, 2.0),  # clamped to DEPTH_PREDICTION_FLOOR: within none
+        (1.0, 0.0),  # invalid target: not counted at all
+    ]
+    depth_prediction = torch.tensor([[[[prediction for prediction, _ in pairs]]]])
+    depth_target = torch.tensor([[[[target for _, target in pairs]]]])
+    labels = torch.zeros(1, 1, len(pairs), dtype=torch.int64)
+    metrics = MultiTaskMetrics(NUM_CLASSES, 250)
+    metrics.update(one_hot_logits(labels), labels, depth_prediction, depth_target)
+    result = metrics.compute()
+    assert result["delta1"] == 2 / 8
+    assert result["delta2"] == 4 / 8
+    assert result["delta3"] == 5 / 8
+
+
+def test_clamp_applies_to_rmse_log_only_and_sq_rel_divides_by_target():
+    labels = torch.zeros(1, 1, 3, dtype=torch.int64)
+    depth_target = torch.tensor([[[[1.0, 2.0, 0.0]]]])
+    depth_prediction = torch.tensor([[[[4.0, -1.0, 7.0]]]])
+    metrics = MultiTaskMetrics(NUM_CLASSES, 250)
+    metrics.update(one_hot_logits(labels), labels, depth_prediction, depth_target)
+    result = metrics.compute()
+    assert result["sq_rel"] == pytest.approx((3.0**2 / 1.0 + 3.0**2 / 2.0) / 2)
+    assert result["rmse"] == pytest.approx(math.sqrt((3.0**2 + 3.0**2) / 2))
+    log_errors = (math.log(4.0) - math.log(1.0), math.log(DEPTH_PREDICTION_FLOOR) - math.log(2.0))
+    assert result["rmse_log"] == pytest.approx(math.sqrt((log_errors[0] ** 2 + log_errors[1] ** 2) / 2))
+
+
+def test_depth_accumulators_are_float64_scalars_in_state_names():
+    state = MultiTaskMetrics(NUM_CLASSES, 250).state_tensors()
+    assert list(state) == list(STATE_NAMES)
+    depth_names = [name for name in STATE_NAMES if name.startswith("depth_")]
+    assert {"depth_squared_relative_error_sum", "depth_squared_log_error_sum", "depth_delta1_count",
+            "depth_delta2_count", "depth_delta3_count"} <= set(depth_names)
+    for name in depth_names:
+        assert state[name].dtype == torch.float64 and state[name].shape == (), name
+
+
+def test_results_are_python_floats_in_key_order():
     result = feed(MultiTaskMetrics(NUM_CLASSES, 250), make_batches(250)).compute()
-    assert set(result) == set(STANDARD_KEYS + PAPER_KEYS + ("iou",))
+    assert list(result) == list(STANDARD_KEYS) + ["iou"] + list(PAPER_KEYS)
     for key in STANDARD_KEYS + PAPER_KEYS:
         assert type(result[key]) is float, key
     assert isinstance(result["iou"], list) and len(result["iou"]) == NUM_CLASSES
@@ -222,9 +317,9 @@ def test_perfect_predictions(ignore_index):
         labels = torch.where(target == ignore_index, 0, target)
         metrics.update(one_hot_logits(labels), target, depth_target.clone(), depth_target)
     result = metrics.compute()
-    for key in ("miou", "pixel_acc", "miou_paper", "pixel_acc_paper"):
+    for key in ("miou", "pixel_acc", "miou_paper", "pixel_acc_paper", "delta1", "delta2", "delta3"):
         assert result[key] == 1.0, key
-    for key in ("abs", "abs_rel", "rmse", "abs_paper", "abs_rel_paper"):
+    for key in ("abs", "abs_rel", "rmse", "rmse_log", "sq_rel", "abs_paper", "abs_rel_paper"):
         assert result[key] == 0.0, key
 
 

@@ -3,8 +3,19 @@
 Standard protocol (keys without a suffix; what modern multi-task papers report): everything is
 accumulated over the whole evaluation set. Segmentation uses one confusion matrix over all valid
 pixels; mIoU is the mean IoU over the classes whose union (prediction or ground truth) is non-empty,
-pixel accuracy is correct / valid pixels. Depth Abs, Abs Rel and RMSE are averaged over all valid
-depth pixels (target > 0) of the set.
+pixel accuracy is correct / valid pixels. The depth metrics are averaged over all valid depth
+pixels (target > 0) of the set, with p the prediction, g the target and p+ = max(p,
+DEPTH_PREDICTION_FLOOR) the prediction clamped where a log or a ratio needs it:
+
+- abs = mean |p - g|, abs_rel = mean |p - g| / g, rmse = sqrt(mean (p - g)^2),
+  sq_rel = mean (p - g)^2 / g (all on the unclamped p);
+- rmse_log = sqrt(mean (log p+ - log g)^2);
+- delta1, delta2, delta3 = fraction (in [0, 1]) of the pixels with max(p+ / g, g / p+) below
+  1.25, 1.25^2, 1.25^3.
+
+rmse_log and the deltas are the same whether the maps hold depth or disparity (for predictions
+above the floor, inverting both p and g flips the sign of log p - log g and swaps the two ratios
+of the symmetric delta).
 
 Paper protocol (keys ending in ``_paper``; how the original paper's table was computed): mIoU and
 pixel accuracy are computed per image and averaged over images; depth Abs and Abs Rel are computed
@@ -19,11 +30,23 @@ import math
 
 import torch
 
+# Smallest prediction used where a log or a ratio needs a positive value (rmse_log and the deltas),
+# in the units of the depth target; abs, abs_rel, rmse and sq_rel use the unclamped prediction.
+DEPTH_PREDICTION_FLOOR = 1e-6
+
+# Thresholds on max(prediction / target, target / prediction) of delta1, delta2 and delta3.
+DELTA_THRESHOLDS = (1.25, 1.25**2, 1.25**3)
+
 STATE_NAMES = (
     "confusion_matrix",
     "depth_abs_error_sum",
     "depth_relative_error_sum",
     "depth_squared_error_sum",
+    "depth_squared_relative_error_sum",
+    "depth_squared_log_error_sum",
+    "depth_delta1_count",
+    "depth_delta2_count",
+    "depth_delta3_count",
     "depth_valid_pixel_count",
     "paper_image_miou_sum",
     "paper_image_pixel_acc_sum",
@@ -39,8 +62,9 @@ class MultiTaskMetrics:
 
     State is kept in tensors on the device of the inputs: ``confusion_matrix`` (int64 [C, C], rows
     are ground-truth classes, columns predicted classes), ``paper_image_count`` (int64 scalar) and
-    float64 scalars for the depth sums (target units), the valid depth pixel count and the paper
-    protocol's running sums. All of them are plain sums over the data seen.
+    float64 scalars for the depth sums (errors, squared errors, squared relative and squared log
+    errors, and the pixel counts within each delta threshold), the valid depth pixel count and the
+    paper protocol's running sums. All of them are plain sums over the data seen.
 
     Distributed use: after the local ``update`` calls, run
     ``torch.distributed.all_reduce(tensor, op=SUM)`` on every tensor of ``state_tensors()`` (they
@@ -141,9 +165,9 @@ class MultiTaskMetrics:
 
         segmentation_logits: float [N, C, H, W], class scores (the argmax is the prediction);
         segmentation_target: integer [N, H, W], class labels in [0, C) or ignore_index;
-        depth_prediction, depth_target: float [N, 1, H, W] in the same units (e.g. metres); a pixel
-        is valid where depth_target > 0. Raises ValueError on mismatched shapes and on a label
-        outside [0, C) that is not ignore_index.
+        depth_prediction, depth_target: float [N, 1, H, W] in the same units (e.g. metres, or
+        disparity); a pixel is valid where depth_target > 0. Raises ValueError on mismatched shapes
+        and on a label outside [0, C) that is not ignore_index.
         """
         self._check_inputs(segmentation_logits, segmentation_target, depth_prediction, depth_target)
         device = segmentation_logits.device
@@ -193,14 +217,24 @@ class MultiTaskMetrics:
         prediction = prediction.double()
         target = target.double()
         valid = target > 0
+        safe_target = torch.where(valid, target, 1.0)
         absolute_error = torch.where(valid, (prediction - target).abs(), 0.0)
-        relative_error = absolute_error / torch.where(valid, target, 1.0)
+        relative_error = absolute_error / safe_target
+        squared_error = absolute_error.square()
+        clamped_prediction = prediction.clamp_min(DEPTH_PREDICTION_FLOOR)
+        log_error = torch.where(valid, clamped_prediction.log() - safe_target.log(), 0.0)
+        ratio = torch.maximum(clamped_prediction / safe_target, safe_target / clamped_prediction)
         abs_error_sum = absolute_error.sum()
         relative_error_sum = relative_error.sum()
         pixel_count = valid.sum().double()
         self._state["depth_abs_error_sum"] += abs_error_sum
         self._state["depth_relative_error_sum"] += relative_error_sum
-        self._state["depth_squared_error_sum"] += absolute_error.square().sum()
+        self._state["depth_squared_error_sum"] += squared_error.sum()
+        self._state["depth_squared_relative_error_sum"] += (squared_error / safe_target).sum()
+        self._state["depth_squared_log_error_sum"] += log_error.square().sum()
+        for delta_number, threshold in enumerate(DELTA_THRESHOLDS, start=1):
+            within_threshold = valid & (ratio < threshold)
+            self._state[f"depth_delta{delta_number}_count"] += within_threshold.sum(dtype=torch.float64)
         self._state["depth_valid_pixel_count"] += pixel_count
 
         batch_weight = float(target.shape[0]) * (pixel_count > 0).double()
@@ -215,8 +249,13 @@ class MultiTaskMetrics:
     def compute(self) -> dict:
         """The metrics of everything accumulated, as Python floats (NaN where nothing valid was seen).
 
-        Standard protocol: miou, pixel_acc (fractions in [0, 1]), abs, abs_rel, rmse (target units
-        except abs_rel) and iou (list of C per-class IoUs, NaN for a class with empty union).
+        Standard protocol, in this order: miou, pixel_acc (fractions in [0, 1]); abs, abs_rel, rmse,
+        rmse_log, sq_rel, delta1, delta2, delta3 over all valid depth pixels (p prediction, g
+        target, p+ = max(p, DEPTH_PREDICTION_FLOOR)): mean |p - g|, mean |p - g| / g,
+        sqrt(mean (p - g)^2), sqrt(mean (log p+ - log g)^2), mean (p - g)^2 / g, and the fractions
+        in [0, 1] of pixels with max(p+ / g, g / p+) < 1.25, 1.25^2, 1.25^3 (rmse_log and the
+        deltas are the same for depth and disparity maps, the ratio being symmetric); then iou
+        (list of C per-class IoUs, NaN for a class with empty union).
         Paper protocol: miou_paper, pixel_acc_paper, abs_paper, abs_rel_paper.
         """
         state = self._state
@@ -234,6 +273,11 @@ class MultiTaskMetrics:
             "abs": (state["depth_abs_error_sum"] / depth_count).item(),
             "abs_rel": (state["depth_relative_error_sum"] / depth_count).item(),
             "rmse": (state["depth_squared_error_sum"] / depth_count).sqrt().item(),
+            "rmse_log": (state["depth_squared_log_error_sum"] / depth_count).sqrt().item(),
+            "sq_rel": (state["depth_squared_relative_error_sum"] / depth_count).item(),
+            "delta1": (state["depth_delta1_count"] / depth_count).item(),
+            "delta2": (state["depth_delta2_count"] / depth_count).item(),
+            "delta3": (state["depth_delta3_count"] / depth_count).item(),
             "iou": iou.tolist(),
             "miou_paper": (state["paper_image_miou_sum"] / image_count).item(),
             "pixel_acc_paper": (state["paper_image_pixel_acc_sum"] / image_count).item(),
