@@ -1,8 +1,8 @@
 """Train and evaluate the cross-task consistency model on Cityscapes (see README.md)."""
 import sys
 
-from utils.main import main
-from utils.options import CITYSCAPES
+from data import CITYSCAPES
+from training.run import main
 
 if __name__ == "__main__":
     sys.exit(main(CITYSCAPES))

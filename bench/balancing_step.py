@@ -1,7 +1,8 @@
-"""Training-step throughput of each loss balancing method, and of GradNorm in the original two-pass form.
+"""Training-step throughput of each loss balancing method, GradNorm in both of its forms.
 
 Run: python bench/balancing_step.py [--cpu] [--height 64 --width 128 --batch_size 4 --steps 5]
-Prints images/s per method and the ratio against the plain sum, all measured in this one process.
+Prints images/s per method and the ratio against the plain sum, all measured in this one process, with
+the engine's own training step (training.engine.train_step).
 """
 import argparse
 import os
@@ -14,45 +15,30 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from losses import XTaskLoss, make_balancer  # noqa: E402
 from models import XTaskTSNet  # noqa: E402
+from training.engine import TrainingParts, train_step  # noqa: E402
+
+CASES = (("none", "paper"), ("uncertainty", "paper"), ("gradnorm", "paper"), ("gradnorm", "original"))
 
 
-def two_pass_gradnorm_backward(balancer, groups, shared_weight):
-    """The original code's GradNorm step: create_graph gradient norms of the weighted groups, a backward
-    of the total with retain_graph, then a second backward of L_grad into the weights only."""
-    if torch.isnan(balancer.initial_losses).any():
-        balancer.initial_losses.copy_(groups.detach())
-    weighted = balancer.task_weight * groups
-    norms = torch.stack([torch.linalg.vector_norm(torch.autograd.grad(weighted[k], shared_weight, retain_graph=True,
-                                                                      create_graph=True)[0]) for k in range(2)])
-    weighted.sum().backward(retain_graph=True)
-    ratio = groups.detach() / balancer.initial_losses
-    target = (norms.mean() * (ratio / ratio.mean()) ** balancer.alpha).detach()
-    balancer.task_weight.grad = torch.autograd.grad((norms - target).abs().sum(), balancer.task_weight)[0]
-
-
-def measure(method, options, device):
+def measure(method, form, options, device):
     """Images per second of `options.steps` timed training steps (after one warm-up step)."""
     torch.manual_seed(0)
     model = XTaskTSNet(options.enc_layers, 7).to(device)
-    criterion = XTaskLoss(7, 0.01, 0.01)
-    balancer = make_balancer("gradnorm" if method == "gradnorm (two-pass)" else method).to(device)
+    balancer = make_balancer(method, form=form).to(device)
     optimizer = torch.optim.Adam(list(model.parameters()) + balancer.model_parameters(), lr=1e-4)
-    image = torch.randn(options.batch_size, 3, options.height, options.width, device=device)
-    segmentation = torch.randint(0, 7, (options.batch_size, options.height, options.width), device=device)
-    depth = torch.rand(options.batch_size, 1, options.height, options.width, device=device)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1)
+    parts = TrainingParts(model, XTaskLoss(7, 0.01, 0.01), balancer, optimizer, scheduler)
+    batch = (torch.randn(options.batch_size, 3, options.height, options.width),
+             torch.randint(0, 7, (options.batch_size, options.height, options.width)),
+             torch.rand(options.batch_size, 1, options.height, options.width))
+    balancer.start_epoch(1)
+    model.train()
     for step in range(options.steps + 1):
         if step == 1:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        groups = criterion(model(image), segmentation, depth).groups()
-        if method == "gradnorm (two-pass)":
-            two_pass_gradnorm_backward(balancer, groups, model.last_shared_weight)
-        else:
-            balancer.backward(groups, model.last_shared_weight)
-        optimizer.step()
-        balancer.step()
+        train_step(parts, batch, device)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return options.steps * options.batch_size / (time.perf_counter() - start)
@@ -72,10 +58,11 @@ def main():
     print(f"device {device}, ResNet-{options.enc_layers}, {options.batch_size} x {options.height}x{options.width}, "
           f"{options.steps} timed steps each")
     baseline = None
-    for method in ("none", "uncertainty", "gradnorm", "gradnorm (two-pass)"):
-        throughput = measure(method, options, device)
+    for method, form in CASES:
+        throughput = measure(method, form, options, device)
         baseline = baseline or throughput
-        print(f"{method:<22}{throughput:>8.2f} img/s   ratio vs none {throughput / baseline:.3f}")
+        label = f"{method} ({form} form)" if method == "gradnorm" else method
+        print(f"{label:<26}{throughput:>8.2f} img/s   ratio vs none {throughput / baseline:.3f}")
 
 
 if __name__ == "__main__":

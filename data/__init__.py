@@ -1,11 +1,11 @@
 """Datasets: Cityscapes (raw or MTAN-preprocessed) and NYUv2 (MTAN-preprocessed) as
-(image, segmentation, depth) samples, their class tables and plot colours, and a synthetic scene
-generator that writes all three layouts."""
+(image, segmentation, depth) samples, each owning its class names and plot colours; the dataset
+profiles the entry scripts run (data.profiles); and, in data.synthetic, a scene generator that
+writes all three layouts."""
 from data.cityscapes import CityscapesDataset
-from data.classes import CITYSCAPES_19_CLASS_NAMES, CITYSCAPES_7_CLASS_NAMES, NYU_13_CLASS_NAMES, class_names, palette
 from data.layouts import CITYSCAPES_MTAN, CITYSCAPES_RAW, NYU_MTAN, detect_layout
 from data.nyu import NYUv2Dataset
+from data.profiles import CITYSCAPES, NYUV2, PROFILES, DatasetProfile, profile
 
-__all__ = ["CITYSCAPES_19_CLASS_NAMES", "CITYSCAPES_7_CLASS_NAMES", "CITYSCAPES_MTAN", "CITYSCAPES_RAW",
-           "CityscapesDataset", "NYUv2Dataset", "NYU_13_CLASS_NAMES", "NYU_MTAN", "class_names", "detect_layout",
-           "palette"]
+__all__ = ["CITYSCAPES", "CITYSCAPES_MTAN", "CITYSCAPES_RAW", "CityscapesDataset", "DatasetProfile", "NYUV2",
+           "NYUv2Dataset", "NYU_MTAN", "PROFILES", "detect_layout", "profile"]

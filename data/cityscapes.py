@@ -4,14 +4,17 @@ MTAN-preprocessed release ({split}/{image,label_7,label_19,depth}/{index}.npy).
 Depth is Cityscapes disparity in the units of the original paper: disparity in pixels of the
 2048-wide images divided by 256, i.e. (p - 1) / 256**2 for a raw 16-bit value p > 0, clipped at
 DISPARITY_CLIP; 0 marks an invalid value.
+
+The class tables are Cityscapes': label ids mapped to 19 train ids or 7 categories, with names and
+plot colours, all taken from torchvision's Cityscapes class table.
 """
 
 from pathlib import Path
 
 import cv2
 import numpy as np
+from torchvision.datasets import Cityscapes
 
-from data.classes import CITYSCAPES_MAX_LABEL_ID, check_cityscapes_class_count, cityscapes_label_lookup, class_names
 from data.common import check_label_values, check_same_size, read_npy_sample, read_png
 from data.dataset import MultiTaskDataset
 from data.layouts import CITYSCAPES_MTAN, CITYSCAPES_RAW, NYU_MTAN, detect_layout, list_npy_samples, require_folder
@@ -24,6 +27,79 @@ IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = "_gtFine_labelIds.png"
 DISPARITY_SUFFIX = "_disparity.png"
 DISPARITY_UNITS = "disparity / 256"
+
+CITYSCAPES_CLASSES = tuple(entry for entry in Cityscapes.classes if entry.id >= 0)
+CITYSCAPES_MAX_LABEL_ID = max(entry.id for entry in CITYSCAPES_CLASSES)
+CITYSCAPES_19_CLASS_NAMES = tuple(
+    entry.name for entry in sorted(CITYSCAPES_CLASSES, key=lambda entry: entry.train_id)
+    if 0 <= entry.train_id < 255
+)
+CITYSCAPES_7_CLASS_NAMES = tuple(
+    dict(sorted((entry.category_id, entry.category) for entry in CITYSCAPES_CLASSES if entry.category_id > 0)).values()
+)
+CITYSCAPES_CLASS_COUNTS = (len(CITYSCAPES_7_CLASS_NAMES), len(CITYSCAPES_19_CLASS_NAMES))
+
+# The class whose torchvision colour stands for each of the 7 categories in plots.
+CITYSCAPES_CATEGORY_COLOUR_CLASSES = (
+    ("flat", "road"),
+    ("construction", "building"),
+    ("object", "traffic light"),
+    ("nature", "vegetation"),
+    ("sky", "sky"),
+    ("human", "person"),
+    ("vehicle", "car"),
+)
+
+
+def cityscapes_class(name: str):
+    """The entry of torchvision's Cityscapes table for the class called `name`."""
+    for entry in CITYSCAPES_CLASSES:
+        if entry.name == name:
+            return entry
+    raise KeyError(f"no Cityscapes class named {name!r}")
+
+
+def cityscapes_label_id(name: str) -> int:
+    """The Cityscapes label id (0..33) of the class called `name` in torchvision's table."""
+    return cityscapes_class(name).id
+
+
+CITYSCAPES_19_COLOURS = tuple(cityscapes_class(name).color for name in CITYSCAPES_19_CLASS_NAMES)
+CITYSCAPES_7_COLOURS = tuple(
+    cityscapes_class(dict(CITYSCAPES_CATEGORY_COLOUR_CLASSES)[category]).color for category in CITYSCAPES_7_CLASS_NAMES
+)
+
+
+def check_cityscapes_class_count(num_classes: int) -> None:
+    """Raise UserInputError unless `num_classes` is one of the Cityscapes class counts (7 or 19)."""
+    if num_classes not in CITYSCAPES_CLASS_COUNTS:
+        raise UserInputError(
+            f"--num_classes {num_classes} is not available for Cityscapes; expected one of "
+            f"{', '.join(str(count) for count in CITYSCAPES_CLASS_COUNTS)}"
+        )
+
+
+def cityscapes_label_lookup(num_classes: int, ignore_index: int) -> np.ndarray:
+    """Lookup table int64 [34]: Cityscapes label id -> train id (num_classes 19) or category_id - 1
+    (num_classes 7); ids without a class in that set map to `ignore_index`."""
+    check_cityscapes_class_count(num_classes)
+    lookup = np.full(CITYSCAPES_MAX_LABEL_ID + 1, ignore_index, dtype=np.int64)
+    for entry in CITYSCAPES_CLASSES:
+        if num_classes == len(CITYSCAPES_19_CLASS_NAMES) and 0 <= entry.train_id < 255:
+            lookup[entry.id] = entry.train_id
+        elif num_classes == len(CITYSCAPES_7_CLASS_NAMES) and entry.category_id > 0:
+            lookup[entry.id] = entry.category_id - 1
+    return lookup
+
+
+def cityscapes_class_table(num_classes: int) -> tuple:
+    """(class names, RGB colours) of the Cityscapes class set with `num_classes` classes: the 19
+    train-id classes with their torchvision colours, or the 7 categories, each coloured as a
+    representative class (CITYSCAPES_CATEGORY_COLOUR_CLASSES)."""
+    check_cityscapes_class_count(num_classes)
+    if num_classes == len(CITYSCAPES_19_CLASS_NAMES):
+        return CITYSCAPES_19_CLASS_NAMES, CITYSCAPES_19_COLOURS
+    return CITYSCAPES_7_CLASS_NAMES, CITYSCAPES_7_COLOURS
 
 
 def disparity_from_raw(raw: np.ndarray) -> np.ndarray:
@@ -108,7 +184,7 @@ class CityscapesDataset(MultiTaskDataset):
             samples = list_npy_samples(split_folder, ("image", f"label_{num_classes}", "depth"))
         self.layout = layout
         self.label_lookup = cityscapes_label_lookup(num_classes, ignore_index)
-        super().__init__(root, split, samples, height, width, num_classes, ignore_index, class_names(num_classes),
+        super().__init__(root, split, samples, cityscapes_class_table(num_classes), (height, width), ignore_index,
                          augment, seed)
 
     def read_sample(self, sample: tuple) -> tuple:

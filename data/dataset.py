@@ -1,5 +1,6 @@
-"""The sample pipeline shared by the Cityscapes and NYUv2 datasets: read (at the output size), augment
-(training), normalise, convert to tensors; and the random stream that drives the augmentation."""
+"""The sample pipeline every dataset shares (Cityscapes, NYUv2, ...): read (at the output size), augment
+(training), normalise, convert to tensors; class names and plot colours; and the random stream that
+drives the augmentation."""
 
 import os
 
@@ -14,13 +15,14 @@ SEED_MODULUS = 2 ** 64  # numpy seed sequences take non-negative integers
 
 
 class MultiTaskDataset(Dataset):
-    """Base class: a subclass lists its samples and implements `read_sample` (arrays at height x
-    width); this class turns a read sample into `(image [3, H, W] float32, segmentation [H, W]
-    int64, depth [1, H, W] float32)`.
+    """Base class: a subclass lists its samples, passes its class names and plot colours, and
+    implements `read_sample` (arrays at height x width); this class turns a read sample into
+    `(image [3, H, W] float32, segmentation [H, W] int64, depth [1, H, W] float32)`.
 
     Validity comes from the values: segmentation == ignore_index marks unlabelled pixels, depth == 0
-    missing depth. Attributes: `layout`, `num_classes`, `ignore_index`, `class_names`, `height`,
-    `width`, `augment`, `seed`, `split`, `root`.
+    missing depth. Attributes: `layout`, `num_classes`, `ignore_index`, `class_names` (tuple of C
+    names), `class_colours` (tuple of C RGB triples), `palette` (the colours as uint8 [C, 3]),
+    `height`, `width`, `augment`, `seed`, `split`, `root`.
 
     Randomness: with `augment` on, each process draws from its own `numpy.random.Generator`, created
     lazily on first use from (seed, DataLoader worker id + 1 (0 in the main process),
@@ -36,23 +38,36 @@ class MultiTaskDataset(Dataset):
     depth_is_disparity = False
     normalise_image = False
 
-    def __init__(self, root, split: str, samples: list, height: int, width: int, num_classes: int,
-                 ignore_index: int, class_names: tuple, augment: bool, seed: int):
-        """samples: one entry per sample, handed to `read_sample`; height, width: output size."""
-        check_ignore_index(ignore_index, num_classes)
+    def __init__(self, root, split: str, samples: list, classes: tuple, size: tuple, ignore_index: int,
+                 augment: bool, seed: int):
+        """samples: one entry per sample, handed to `read_sample`; classes: (names, colours), one name
+        and one (r, g, b) colour per class in label order (their number is num_classes); size:
+        (height, width) of the output."""
+        class_names, class_colours = classes
+        if len(class_names) != len(class_colours):
+            raise ValueError(f"classes: {len(class_names)} names and {len(class_colours)} colours; expected one "
+                             "colour per class name")
+        height, width = size
+        check_ignore_index(ignore_index, len(class_names))
         check_output_size(height, width)
         self.root = root
         self.split = split
         self.samples = samples
         self.height = height
         self.width = width
-        self.num_classes = num_classes
+        self.num_classes = len(class_names)
         self.ignore_index = ignore_index
-        self.class_names = class_names
+        self.class_names = tuple(class_names)
+        self.class_colours = tuple(class_colours)
         self.augment = augment
         self.seed = seed
         self._generator = None
         self._generator_owner = None
+
+    @property
+    def palette(self) -> np.ndarray:
+        """Plot colours uint8 [C, 3] (RGB), row c for class c (a new array on each access)."""
+        return np.array(self.class_colours, dtype=np.uint8)
 
     def read_sample(self, sample) -> tuple:
         """Read one sample resized to height x width (see resize_sample): image float32 [H, W, 3] in

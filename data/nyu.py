@@ -1,10 +1,9 @@
 """NYUv2, read from the MTAN-preprocessed release: {split}/{image,label,depth}/{index}.npy with image
 288x384x3 in [0, 1], 13-class labels with -1 unlabelled, depth in metres with 0 missing (a `normal`
-folder, if present, is not read)."""
+folder, if present, is not read). The 13 class names and their plot colours live here."""
 
 from pathlib import Path
 
-from data.classes import NYU_13_CLASS_NAMES
 from data.common import read_npy, read_npy_sample
 from data.dataset import MultiTaskDataset
 from data.layouts import NYU_MTAN, detect_layout, list_npy_samples, require_folder
@@ -12,6 +11,27 @@ from utils.errors import UserInputError
 
 NYU_FOLDERS = ("image", "label", "depth")
 DEPTH_UNITS = "depth in metres"
+
+# The 13-class NYUv2 set of the MTAN release, in label order 0..12, and its plot colours (RGB).
+NYU_13_CLASS_NAMES = (
+    "bed", "books", "ceiling", "chair", "floor", "furniture", "objects", "picture", "sofa", "table", "tv",
+    "wall", "window",
+)
+NYU_13_COLOURS = (
+    (196, 120, 160), (240, 200, 40), (200, 200, 230), (230, 80, 40), (140, 100, 60), (60, 150, 110),
+    (255, 0, 128), (90, 200, 230), (160, 60, 200), (230, 150, 80), (30, 30, 30), (130, 130, 130),
+    (60, 90, 230),
+)
+NYU_CLASS_COUNTS = (len(NYU_13_CLASS_NAMES),)
+
+
+def check_nyu_class_count(num_classes: int) -> None:
+    """Raise UserInputError unless `num_classes` is the NYUv2 class count (13)."""
+    if num_classes not in NYU_CLASS_COUNTS:
+        raise UserInputError(
+            f"--num_classes {num_classes} is not available for NYUv2; expected "
+            f"{', '.join(str(count) for count in NYU_CLASS_COUNTS)}"
+        )
 
 
 class NYUv2Dataset(MultiTaskDataset):
@@ -21,14 +41,15 @@ class NYUv2Dataset(MultiTaskDataset):
 
     height, width: output size; None keeps the size of the split's first image (288 x 384 in the
     MTAN release). Other sizes are resized as for Cityscapes (image INTER_AREA, labels and depth
-    INTER_NEAREST_EXACT).
+    INTER_NEAREST_EXACT). num_classes: 13, the only NYUv2 class set.
     """
 
     layout = NYU_MTAN
 
-    def __init__(self, root, split: str, augment: bool = False, seed: int = 0, ignore_index: int = -1,
-                 height: int = None, width: int = None):
+    def __init__(self, root, split: str, height: int = None, width: int = None, num_classes: int = 13,
+                 ignore_index: int = -1, augment: bool = False, seed: int = 0):
         """root: the NYUv2 MTAN folder; split: "train" or "val"."""
+        check_nyu_class_count(num_classes)
         root = Path(root)
         layout = detect_layout(root)
         if layout != NYU_MTAN:
@@ -42,8 +63,8 @@ class NYUv2Dataset(MultiTaskDataset):
                 raise UserInputError(f"{first_image_path} holds an image of shape {stored_shape}; expected H x W x 3")
             height = stored_shape[0] if height is None else height
             width = stored_shape[1] if width is None else width
-        super().__init__(root, split, samples, height, width, len(NYU_13_CLASS_NAMES), ignore_index,
-                         NYU_13_CLASS_NAMES, augment, seed)
+        super().__init__(root, split, samples, (NYU_13_CLASS_NAMES, NYU_13_COLOURS), (height, width), ignore_index,
+                         augment, seed)
 
     def read_sample(self, sample: tuple) -> tuple:
         """Read one sample at height x width (see MultiTaskDataset.read_sample)."""

@@ -1,6 +1,6 @@
 """Losses: the cross-task loss and the balancing between its two groups."""
-from losses.balancing import BALANCING_METHODS, GradNorm, LossBalancer, UncertaintyWeights, make_balancer
-from losses.xtask import XTaskLoss, XTaskLossTerms
+from losses.balancing import BALANCERS, GRADNORM_FORMS, GradNorm, LossBalancer, UncertaintyWeights, make_balancer
+from losses.xtask import COMPONENT_NAMES, XTaskLoss, XTaskLossTerms
 
-__all__ = ["BALANCING_METHODS", "GradNorm", "LossBalancer", "UncertaintyWeights", "XTaskLoss",
-           "XTaskLossTerms", "make_balancer"]
+__all__ = ["BALANCERS", "COMPONENT_NAMES", "GRADNORM_FORMS", "GradNorm", "LossBalancer", "UncertaintyWeights",
+           "XTaskLoss", "XTaskLossTerms", "make_balancer"]

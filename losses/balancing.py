@@ -1,18 +1,22 @@
 """Loss balancing between the two group losses: one interface, one class per method.
 
-A balancer turns the group losses [segmentation_group, depth_group] into one total, runs the single
-backward pass of that total, and, where it has its own update (GradNorm), makes it in `step()` after
-the model's optimizer step. Its learnable parameters and buffers are in its `state_dict()`.
+A balancer turns the group losses [segmentation_group, depth_group] into one total, runs the backward
+pass of that total, and, where it has its own update (GradNorm), makes it in `step()` after the model's
+optimizer step. The engine calls `start_epoch(epoch)` before each epoch and measures gradients at
+`shared_weight(model)`. Learnable parameters and buffers are in the balancer's `state_dict()`.
+
+GradNorm has two forms: "paper" (Chen et al. 2018; the weights get only the gradient of L_grad and
+the model only that of the total) and "original" (the procedure of the original xtask_mt code, whose
+L_grad also reaches the model's gradients; see `GradNorm`).
 """
+import inspect
 import math
 
 import torch
 from torch import nn
 
-from utils.errors import UserInputError
-
 GROUP_NAMES = ("segmentation", "depth")
-BALANCING_METHODS = ("none", "uncertainty", "gradnorm")
+GRADNORM_FORMS = ("paper", "original")
 
 
 class LossBalancer(nn.Module):
@@ -35,6 +39,13 @@ class LossBalancer(nn.Module):
 
     def step(self):
         """The balancer's own update after the model's optimizer step (none here)."""
+
+    def start_epoch(self, epoch):
+        """Called by the engine before each training epoch (1-based); nothing to do here."""
+
+    def shared_weight(self, model):
+        """The weight tensor the balancer measures gradients at: the model's last shared layer."""
+        return model.last_shared_weight
 
     def weights(self):
         """Current balancing weights for logging, as {name: float}."""
@@ -64,31 +75,74 @@ class UncertaintyWeights(LossBalancer):
 
 
 class GradNorm(LossBalancer):
-    """Chen et al. 2018. total = sum_k w_k * group_k, w_k starting at 1.
+    """Chen et al. 2018, in one of two forms (`form`, one of GRADNORM_FORMS).
 
-    Per step: G_k = ||d(w_k * group_k) / d W|| at the shared weight W; L(0) = the unweighted group losses
-    of the first training step (kept in a buffer); r_k = (L_k / L_k(0)) / mean_j(L_j / L_j(0));
+    form="paper" (default): total = sum_k w_k * group_k, w_k starting at 1. Per step:
+    G_k = ||d(w_k * group_k) / d S|| at the shared weight S; L(0) = the unweighted group losses of the first
+    training step (kept in a buffer); r_k = (L_k / L_k(0)) / mean_j(L_j / L_j(0));
     target_k = mean(G) * r_k ** alpha, detached; L_grad = sum_k |G_k - target_k|. The weights get only the
     gradient of L_grad (their own Adam), the model only that of the total; after each update the
     weights are rescaled to sum to the number of groups (2).
+
+    form="original": the procedure of the original code. Raw weights W (starting at 1, never rescaled)
+    give t_k = 2 W_k / sum(W), except at the first training step, where t = W. Per step:
+    l_k = 0.5 * t_k * group_k; L0 = l.detach() at every step of epoch 1, then kept; the model gets the
+    gradient of l_1 + l_2; G_k = ||d l_k / d S|| (create_graph) at S = conv2 of the encoder's last block;
+    r_k = (l_k / L0_k) / mean_j(l_j / L0_j); C_k = mean(G) * r_k ** alpha, detached;
+    L_grad = sum_k |G_k - C_k| is backpropagated in full: W gets only its gradient (W's earlier gradient
+    is dropped) and the model gets its second-order term on top of that of l_1 + l_2. The validation
+    total is sum_k t_k * group_k, the logged weights are t.
     """
 
-    def __init__(self, alpha=0.16, lr=1e-4, betas=(0.9, 0.999)):
+    def __init__(self, alpha=0.16, lr=1e-4, betas=(0.9, 0.999), form="paper"):
         super().__init__()
         if alpha < 0 or not math.isfinite(alpha):
-            raise UserInputError(f"--gradnorm_alpha: expected a finite value >= 0, got {alpha!r}")
+            raise ValueError(f"alpha {alpha!r}: expected a finite value >= 0")
+        if form not in GRADNORM_FORMS:
+            raise ValueError(f"form {form!r}: unknown GradNorm form; expected one of {', '.join(GRADNORM_FORMS)}")
         self.alpha = alpha
+        self.form = form
         self.task_weight = nn.Parameter(torch.ones(len(GROUP_NAMES)))
         self.register_buffer("initial_losses", torch.full((len(GROUP_NAMES),), float("nan")))
+        if form == "original":
+            self.register_buffer("current_epoch", torch.ones((), dtype=torch.long))
+            self.register_buffer("steps_taken", torch.zeros((), dtype=torch.long))
         self.optimizer = torch.optim.Adam([self.task_weight], lr=lr, betas=betas)
 
     def combine(self, groups):
-        """sum_k w_k * group_k with the weights detached: the model's gradient only."""
+        """sum_k w_k * group_k (paper) or sum_k t_k * group_k (original), the weights detached."""
+        if self.form == "original":
+            return (self.effective_weights().detach() * groups).sum()
         return (self.task_weight.detach() * groups).sum()
 
+    def shared_weight(self, model):
+        """The model's last shared layer (paper) or conv2 of the encoder's last block (original)."""
+        if self.form == "original":
+            return model.last_block_conv2_weight
+        return model.last_shared_weight
+
+    def start_epoch(self, epoch):
+        """Record the epoch (1-based): the original form refreshes L0 only during epoch 1."""
+        if self.form == "original":
+            self.current_epoch.fill_(epoch)
+
+    def effective_weights(self):
+        """The weights applied to the groups, with their graph to `task_weight`: w (paper); t = W before
+        the first training step and 2 W / sum(W) after it (original)."""
+        if self.form == "original" and self.steps_taken.item() > 0:
+            return (len(GROUP_NAMES) / self.task_weight.sum()) * self.task_weight
+        return self.task_weight
+
     def backward(self, groups, shared_weight):
+        """The form's GradNorm backward at `shared_weight`: the model's gradients, and the weights'
+        gradient for `step()`. Returns the training total, detached."""
+        if self.form == "original":
+            return self._backward_original(groups, shared_weight)
+        return self._backward_paper(groups, shared_weight)
+
+    def _backward_paper(self, groups, shared_weight):
         """Gradient norms of each group at `shared_weight`, one backward pass of the total, and the
-        gradient of L_grad into the weights (applied in `step()`)."""
+        gradient of L_grad into the weights only."""
         detached_groups = groups.detach()
         if torch.isnan(self.initial_losses).any():
             self.initial_losses.copy_(detached_groups)
@@ -105,12 +159,38 @@ class GradNorm(LossBalancer):
         self.task_weight.grad = torch.autograd.grad(gradnorm_loss, self.task_weight)[0]
         return total.detach()
 
+    def _backward_original(self, groups, shared_weight):
+        """Backward of l_1 and of l_2 (graph kept), then the full backward of L_grad built from
+        create_graph gradient norms at `shared_weight`, with W's gradient zeroed in between. The two
+        backward passes are separate, as in the original, so that the gradients add in its order.
+        Returns sum_k t_k * group_k (= 2 (l_1 + l_2)), the training total the original logged."""
+        is_first_step = self.steps_taken.item() == 0
+        weighted_losses = self.effective_weights() * groups * 0.5
+        detached_losses = weighted_losses.detach()
+        if is_first_step or self.current_epoch.item() == 1:
+            self.initial_losses.copy_(detached_losses)
+        for weighted_loss in weighted_losses:
+            weighted_loss.backward(retain_graph=True)
+        gradient_norms = torch.stack([
+            torch.linalg.vector_norm(torch.autograd.grad(loss, shared_weight, retain_graph=True,
+                                                         create_graph=True)[0])
+            for loss in weighted_losses])
+        loss_ratio = detached_losses / self.initial_losses
+        relative_rate = loss_ratio / loss_ratio.mean()
+        target = (gradient_norms.mean() * relative_rate ** self.alpha).detach()
+        self.task_weight.grad = None
+        gradnorm_loss = (gradient_norms - target).abs().sum()
+        gradnorm_loss.backward()
+        self.steps_taken += 1
+        return 2 * detached_losses.sum()
+
     def step(self):
-        """Adam step on the weights, then rescale them to sum to the number of groups."""
+        """Adam step on the weights; the paper form then rescales them to sum to the number of groups."""
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            self.task_weight.mul_(len(GROUP_NAMES) / self.task_weight.sum())
+        if self.form == "paper":
+            with torch.no_grad():
+                self.task_weight.mul_(len(GROUP_NAMES) / self.task_weight.sum())
 
     def get_extra_state(self):
         """The weights' own Adam state, saved inside `state_dict()`."""
@@ -121,16 +201,22 @@ class GradNorm(LossBalancer):
         self.optimizer.load_state_dict(state["optimizer"])
 
     def weights(self):
-        """w_k for each group."""
-        return {f"w_{name}": value for name, value in zip(GROUP_NAMES, self.task_weight.detach().tolist())}
+        """The weights applied to each group: w_k (paper) or t_k (original)."""
+        values = self.effective_weights().detach().tolist()
+        return {f"w_{name}": value for name, value in zip(GROUP_NAMES, values)}
 
 
-def make_balancer(method, gradnorm_alpha=0.16, lr=1e-4, betas=(0.9, 0.999)):
-    """The balancer for `method` (none, uncertainty or gradnorm); GradNorm's own Adam uses lr and betas."""
-    if method == "none":
-        return LossBalancer()
-    if method == "uncertainty":
-        return UncertaintyWeights()
-    if method == "gradnorm":
-        return GradNorm(alpha=gradnorm_alpha, lr=lr, betas=betas)
-    raise UserInputError(f"loss balancing: unknown method {method!r}; expected one of {BALANCING_METHODS}")
+BALANCERS = {"none": LossBalancer, "uncertainty": UncertaintyWeights, "gradnorm": GradNorm}
+
+
+def make_balancer(method, **settings):
+    """The balancer registered as `method` in BALANCERS, built with those of `settings` (keyword
+    arguments, e.g. alpha, form, lr, betas) that its constructor takes; the others are for other
+    methods. A setting that no registered balancer takes is a TypeError."""
+    if method not in BALANCERS:
+        raise ValueError(f"balancing {method!r}: unknown method; expected one of {', '.join(BALANCERS)}")
+    accepted = {name: set(inspect.signature(balancer).parameters) for name, balancer in BALANCERS.items()}
+    unknown = set(settings) - set.union(*accepted.values())
+    if unknown:
+        raise TypeError(f"make_balancer: no balancing method takes {sorted(unknown)}")
+    return BALANCERS[method](**{name: value for name, value in settings.items() if name in accepted[method]})

@@ -2,19 +2,17 @@
 import torch
 import torch.nn.functional as F
 
-from utils.errors import UserInputError
-
 DEPTH_LOSSES = ("L1", "MSE", "logL1", "smoothL1")
 SSIM_C1 = 0.01 ** 2
 SSIM_C2 = 0.03 ** 2
 
 
-def resolve_name(name, choices, flag):
-    """The entry of `choices` that equals `name` ignoring case; a UserInputError naming `flag` otherwise."""
+def resolve_name(name, choices, parameter):
+    """The entry of `choices` that equals `name` ignoring case; a ValueError naming `parameter` otherwise."""
     for choice in choices:
         if str(name).lower() == choice.lower():
             return choice
-    raise UserInputError(f"{flag}: unknown loss {name!r}; expected one of {', '.join(choices)}")
+    raise ValueError(f"{parameter} {name!r}: unknown loss; expected one of {', '.join(choices)}")
 
 
 def pixel_error(prediction, target, kind):
@@ -28,7 +26,7 @@ def pixel_error(prediction, target, kind):
         return torch.log1p(difference.abs())
     if kind == "smoothL1":
         return F.smooth_l1_loss(prediction, target, reduction="none", beta=1.0)
-    raise UserInputError(f"--lp: unknown loss {kind!r}; expected one of {', '.join(DEPTH_LOSSES)}")
+    raise ValueError(f"lp {kind!r}: unknown loss; expected one of {', '.join(DEPTH_LOSSES)}")
 
 
 def per_image_masked_mean(pixel_loss, mask, valid_count=None):

@@ -7,7 +7,6 @@ from torch import nn
 from losses.depth import DEPTH_LOSSES, depth_loss, resolve_name, ssim_loss
 from losses.segmentation import (TRANSFERRED_SEGMENTATION_LOSSES, segmentation_cross_entropy,
                                  transferred_segmentation_loss)
-from utils.errors import UserInputError
 
 TRANSFERRED_DEPTH_LOSSES = ("L1", "ssim")
 
@@ -27,6 +26,9 @@ class XTaskLossTerms(NamedTuple):
         return torch.stack((self.segmentation_group, self.depth_group))
 
 
+COMPONENT_NAMES = tuple(name for name in XTaskLossTerms._fields if not name.endswith("_group"))
+
+
 class XTaskLoss(nn.Module):
     """The cross-task loss.
 
@@ -40,19 +42,19 @@ class XTaskLoss(nn.Module):
     def __init__(self, num_classes, alpha, gamma, label_smoothing=0.0, lp="L1", tseg_loss="cross",
                  tdep_loss="L1", ignore_index=250):
         super().__init__()
-        for flag, weight in (("--alpha", alpha), ("--gamma", gamma)):
+        for parameter, weight in (("alpha", alpha), ("gamma", gamma)):
             if not 0.0 <= weight <= 1.0:
-                raise UserInputError(f"{flag} {weight!r}: expected a weight in [0, 1]")
+                raise ValueError(f"{parameter} {weight!r}: expected a weight in [0, 1]")
         if not 0.0 <= label_smoothing < 1.0:
-            raise UserInputError(f"--label_smoothing {label_smoothing!r}: expected a value in [0, 1)")
+            raise ValueError(f"label_smoothing {label_smoothing!r}: expected a value in [0, 1)")
         self.num_classes = num_classes
         self.alpha = alpha
         self.gamma = gamma
         self.label_smoothing = label_smoothing
         self.ignore_index = ignore_index
-        self.lp = resolve_name(lp, DEPTH_LOSSES, "--lp")
-        self.tseg_loss = resolve_name(tseg_loss, TRANSFERRED_SEGMENTATION_LOSSES, "--tseg_loss")
-        self.tdep_loss = resolve_name(tdep_loss, TRANSFERRED_DEPTH_LOSSES, "--tdep_loss")
+        self.lp = resolve_name(lp, DEPTH_LOSSES, "lp")
+        self.tseg_loss = resolve_name(tseg_loss, TRANSFERRED_SEGMENTATION_LOSSES, "tseg_loss")
+        self.tdep_loss = resolve_name(tdep_loss, TRANSFERRED_DEPTH_LOSSES, "tdep_loss")
 
     def forward(self, outputs, segmentation_target, depth_target):
         """XTaskLossTerms for `outputs` (an XTaskOutput), segmentation_target [N,H,W] int64 and

@@ -5,7 +5,6 @@ import torch
 from torch import nn
 import torchvision
 
-from utils.errors import UserInputError
 
 ENCODER_DEPTHS = (18, 34, 50, 101, 152)
 
@@ -37,12 +36,11 @@ class ResNetEncoder(nn.Module):
     stage3 = layer3 (1/16), stage4 = layer4 (1/32); channels from `stage_channels(depth)`.
     """
 
-    def __init__(self, depth=34, pretrained=False, weights_file=None):
+    def __init__(self, enc_layers=34, pretrained=False, weights_file=None):
         super().__init__()
-        if depth not in ENCODER_DEPTHS:
-            raise UserInputError(
-                f"--enc_layers: ResNet depth {depth!r} is not available; expected one of {ENCODER_DEPTHS}")
-        self.depth = depth
+        if enc_layers not in ENCODER_DEPTHS:
+            raise ValueError(f"enc_layers {enc_layers!r}: ResNet depth not available; expected one of {ENCODER_DEPTHS}")
+        depth = self.depth = enc_layers
         self.channels = stage_channels(depth)
         backbone = getattr(torchvision.models, f"resnet{depth}")(weights=None)
         if pretrained:
@@ -59,15 +57,15 @@ class ResNetEncoder(nn.Module):
         path = pretrained_weights_path(depth, weights_file)
         if not os.path.isfile(path):
             expected = os.path.basename(pretrained_weights_path(depth))
-            raise UserInputError(
-                f"--use_pretrain: ImageNet weights for resnet{depth} not found at {path}. Expected the "
+            raise ValueError(
+                f"use_pretrain: ImageNet weights for resnet{depth} not found at {path}. Expected the "
                 f"torchvision file {expected} in {os.path.dirname(pretrained_weights_path(depth))} "
                 f"(the torch hub cache; set TORCH_HOME to move it) or an explicit file path. "
                 f"Nothing is downloaded at run time; copy the file there, or train without --use_pretrain.")
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:
-            raise UserInputError(f"--use_pretrain: cannot read ResNet weights from {path}: {error}") from error
+            raise ValueError(f"use_pretrain: cannot read ResNet weights from {path}: {error}") from error
 
     @property
     def last_shared_weight(self):
@@ -75,6 +73,11 @@ class ResNetEncoder(nn.Module):
         last_block = self.stage4[-1]
         last_conv = last_block.conv3 if hasattr(last_block, "conv3") else last_block.conv2
         return last_conv.weight
+
+    @property
+    def last_block_conv2_weight(self):
+        """Weight tensor of conv2 of the encoder's last block (the original code's GradNorm layer)."""
+        return self.stage4[-1].conv2.weight
 
     def forward(self, image):
         """Five feature maps, from image [N,3,H,W]: stage0 [N,64,H/2,W/2] ... stage4 [N,C4,H/32,W/32]."""

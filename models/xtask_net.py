@@ -7,7 +7,6 @@ from torch import nn
 from models.decoder import Decoder
 from models.encoder import ResNetEncoder
 from models.transfer_net import TaskTransferNet
-from utils.errors import UserInputError
 
 INPUT_MULTIPLE = 32
 
@@ -36,7 +35,7 @@ class XTaskTSNet(nn.Module):
                  use_pretrain=False, pretrained_weights=None):
         super().__init__()
         if not isinstance(num_classes, int) or num_classes < 2:
-            raise UserInputError(f"--num_classes: expected an integer >= 2, got {num_classes!r}")
+            raise ValueError(f"num_classes {num_classes!r}: expected an integer >= 2")
         self.num_classes = num_classes
         self.encoder = ResNetEncoder(enc_layers, pretrained=use_pretrain, weights_file=pretrained_weights)
         self.segmentation_decoder = Decoder(self.encoder.channels, num_classes)
@@ -51,12 +50,17 @@ class XTaskTSNet(nn.Module):
         """Weight of the last conv of the encoder's last block: the layer GradNorm measures gradients at."""
         return self.encoder.last_shared_weight
 
+    @property
+    def last_block_conv2_weight(self):
+        """Weight of conv2 of the encoder's last block: where the original code's GradNorm measures."""
+        return self.encoder.last_block_conv2_weight
+
     def forward(self, image, direct_only=False):
         """XTaskOutput for image [N,3,H,W] (H, W multiples of 32); `direct_only` skips the transfer nets."""
         height, width = image.shape[-2:]
         if image.dim() != 4 or height % INPUT_MULTIPLE or width % INPUT_MULTIPLE:
-            raise UserInputError(
-                f"XTaskTSNet input: expected [N,3,H,W] with H and W multiples of {INPUT_MULTIPLE}, got shape "
+            raise ValueError(
+                f"image: expected [N,3,H,W] with H and W multiples of {INPUT_MULTIPLE}, got shape "
                 f"{tuple(image.shape)}; choose --height/--width accordingly (e.g. 128x256 or 288x384)")
         stages = self.encoder(image)
         segmentation = self.segmentation_decoder(stages)

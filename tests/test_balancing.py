@@ -1,10 +1,12 @@
-"""Loss balancing: uncertainty weights and GradNorm against their definitions."""
+"""Loss balancing: uncertainty weights and GradNorm (both forms) against their definitions."""
+import copy
+
 import pytest
 import torch
 
 from losses import GradNorm, LossBalancer, UncertaintyWeights, XTaskLoss, make_balancer
-from models import XTaskTSNet
-from utils.errors import UserInputError
+from losses.balancing import GRADNORM_FORMS
+from models import ResNetEncoder, XTaskTSNet
 
 
 def tiny_step_inputs(seed=0):
@@ -136,7 +138,272 @@ def test_gradnorm_weights_are_not_in_the_model_optimizer():
 
 
 def test_unknown_balancing_method_is_a_clear_error():
-    with pytest.raises(UserInputError, match="none, uncertainty, gradnorm|'none', 'uncertainty', 'gradnorm'"):
+    with pytest.raises(ValueError, match="^balancing 'dwa'.*none, uncertainty, gradnorm"):
         make_balancer("dwa")
-    with pytest.raises(UserInputError, match="--gradnorm_alpha"):
+    with pytest.raises(ValueError, match="^alpha -1"):
         GradNorm(alpha=-1)
+
+
+ORIGINAL_LR = 1e-3
+ORIGINAL_SCHEDULE = (1, 1, 2)  # the epoch of each training step: two in epoch 1, one in epoch 2
+
+
+def original_batches(seed=10):
+    """One small batch per step of ORIGINAL_SCHEDULE: (image, segmentation_target, depth_target)."""
+    generator = torch.Generator().manual_seed(seed)
+    return [(torch.randn(2, 3, 32, 64, generator=generator),
+             torch.randint(0, 7, (2, 32, 64), generator=generator),
+             torch.rand(2, 1, 32, 64, generator=generator) + 0.1) for _ in ORIGINAL_SCHEDULE]
+
+
+def original_model():
+    """The ResNet-18 XTaskTSNet every original-form test starts from (seeded)."""
+    torch.manual_seed(11)
+    return XTaskTSNet(18, 7)
+
+
+def gradients_of(model):
+    """Copies of the model's parameter gradients, by name."""
+    return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def parameters_of(model):
+    """Copies of the model's parameters, by name."""
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+class OriginalGradNormTranscript:
+    """The original code's GradNorm training step written out line by line, independent of
+    losses.balancing: two scalar leaf weights with their own Adam (torch's default betas), t = W until the
+    first update and t = 2 W / (W_1 + W_2) after each, L0 taken at every step of epoch 1."""
+
+    def __init__(self, model, lr, alpha=0.16):
+        """W = (1, 1) and t = W; Adam for W and, with the same lr, for the model."""
+        self.model = model
+        self.alpha = alpha
+        self.w_segmentation = torch.tensor(1.0, requires_grad=True)
+        self.w_depth = torch.tensor(1.0, requires_grad=True)
+        self.task_weights = [self.w_segmentation, self.w_depth]
+        self.weight_optimizer = torch.optim.Adam([self.w_segmentation, self.w_depth], lr=lr)
+        self.model_optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        self.l0_segmentation = self.l0_depth = None
+
+    def renormalise(self):
+        """t = 2 W / (W_1 + W_2), as the original forms it after every training step."""
+        coefficient = 2 / (self.w_segmentation + self.w_depth)
+        self.task_weights = [coefficient * self.w_segmentation, coefficient * self.w_depth]
+
+    def train_step(self, criterion, batch, epoch):
+        """One training batch; returns the model's gradients before and after L_grad's backward and W's."""
+        image, segmentation_target, depth_target = batch
+        terms = criterion(self.model(image), segmentation_target, depth_target)
+        l_segmentation = self.task_weights[0] * terms.segmentation_group * 0.5
+        l_depth = self.task_weights[1] * terms.depth_group * 0.5
+        if epoch == 1:
+            self.l0_segmentation, self.l0_depth = l_segmentation.detach(), l_depth.detach()
+        self.model_optimizer.zero_grad()
+        l_segmentation.backward(retain_graph=True)
+        l_depth.backward(retain_graph=True)
+        first_order_gradients = gradients_of(self.model)
+        shared = self.model.encoder.stage4[-1].conv2.weight
+        g_segmentation = torch.norm(torch.autograd.grad(l_segmentation, shared, retain_graph=True,
+                                                        create_graph=True)[0], 2)
+        g_depth = torch.norm(torch.autograd.grad(l_depth, shared, retain_graph=True, create_graph=True)[0], 2)
+        g_average = (g_segmentation + g_depth) / 2
+        ratio_segmentation = l_segmentation / self.l0_segmentation
+        ratio_depth = l_depth / self.l0_depth
+        ratio_average = (ratio_segmentation + ratio_depth) / 2
+        target_segmentation = (g_average * (ratio_segmentation / ratio_average) ** self.alpha).detach()
+        target_depth = (g_average * (ratio_depth / ratio_average) ** self.alpha).detach()
+        self.weight_optimizer.zero_grad()
+        gradnorm_loss = torch.abs(g_segmentation - target_segmentation) + torch.abs(g_depth - target_depth)
+        gradnorm_loss.backward()
+        record = {"first_order_gradients": first_order_gradients, "gradients": gradients_of(self.model),
+                  "weight_gradient": torch.stack([self.w_segmentation.grad, self.w_depth.grad]),
+                  "initial_losses": torch.stack([self.l0_segmentation, self.l0_depth])}
+        self.weight_optimizer.step()
+        self.model_optimizer.step()
+        self.renormalise()
+        record["parameters"] = parameters_of(self.model)
+        record["weights"] = torch.stack([t.detach() for t in self.task_weights])
+        return record
+
+
+def engine_driven_original_steps(model, criterion, batches, balancer):
+    """ORIGINAL_SCHEDULE driven as the engine drives a balancer; one record per step."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=ORIGINAL_LR)
+    records = []
+    for step, (epoch, (image, segmentation_target, depth_target)) in enumerate(zip(ORIGINAL_SCHEDULE, batches)):
+        if step == 0 or epoch != ORIGINAL_SCHEDULE[step - 1]:
+            balancer.start_epoch(epoch)
+        weights_before = torch.tensor(list(balancer.weights().values()))
+        terms = criterion(model(image), segmentation_target, depth_target)
+        optimizer.zero_grad(set_to_none=True)
+        total = balancer.backward(terms.groups(), balancer.shared_weight(model))
+        record = {"gradients": gradients_of(model), "weight_gradient": balancer.task_weight.grad.clone(),
+                  "initial_losses": balancer.initial_losses.clone(), "total": total,
+                  "expected_losses": 0.5 * weights_before * terms.groups().detach()}
+        optimizer.step()
+        balancer.step()
+        record["parameters"] = parameters_of(model)
+        record["weights"] = torch.tensor([balancer.weights()["w_segmentation"], balancer.weights()["w_depth"]])
+        records.append(record)
+    return records
+
+
+@pytest.fixture(scope="module")
+def original_runs():
+    """The three steps of ORIGINAL_SCHEDULE from identical weights and batches: through
+    GradNorm(form="original") as the engine drives it, and through the transcript."""
+    model, criterion, batches = original_model(), XTaskLoss(7, 0.01, 0.01), original_batches()
+    transcript = OriginalGradNormTranscript(copy.deepcopy(model), ORIGINAL_LR)
+    transcribed = [transcript.train_step(criterion, batch, epoch) for epoch, batch in zip(ORIGINAL_SCHEDULE, batches)]
+    balancer = GradNorm(alpha=0.16, lr=ORIGINAL_LR, betas=(0.9, 0.999), form="original")
+    driven = engine_driven_original_steps(model, criterion, batches, balancer)
+    return driven, transcribed
+
+
+def assert_same_tensors(actual, expected):
+    """Same names and, name by name, equal tensors within float32 tolerance."""
+    assert actual.keys() == expected.keys()
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_original_gradnorm_matches_a_step_by_step_transcript_of_the_original_code(original_runs):
+    driven, transcribed = original_runs
+    for ours, theirs in zip(driven, transcribed):
+        assert_same_tensors(ours["gradients"], theirs["gradients"])
+        torch.testing.assert_close(ours["weight_gradient"], theirs["weight_gradient"], rtol=1e-5, atol=1e-6)
+        assert_same_tensors(ours["parameters"], theirs["parameters"])
+        torch.testing.assert_close(ours["weights"], theirs["weights"], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(driven[-1]["weights"], torch.ones(2))
+
+
+def test_original_gradnorm_adds_the_second_order_term_to_the_model_gradients(original_runs):
+    driven, transcribed = original_runs
+    first_order = transcribed[0]["first_order_gradients"]
+    differences = [(driven[0]["gradients"][name] - gradient).abs().max() / gradient.abs().max()
+                   for name, gradient in first_order.items() if gradient.abs().max() > 0]
+    assert max(differences) > 1e-3
+    shared_name = "encoder.stage4.1.conv2.weight"
+    assert not torch.allclose(driven[0]["gradients"][shared_name], first_order[shared_name], rtol=1e-4, atol=0)
+
+
+def test_original_gradnorm_returns_the_training_total_the_original_logged(original_runs):
+    """sum_k t_k L_k, i.e. twice the back-propagated l_1 + l_2 (comparable with the validation total)."""
+    driven, _ = original_runs
+    for record in driven:
+        torch.testing.assert_close(record["total"], 2 * record["expected_losses"].sum())
+
+
+def test_original_gradnorm_refreshes_initial_losses_during_epoch_1_and_freezes_them_after(original_runs):
+    driven, transcribed = original_runs
+    first, second, third = (record["initial_losses"] for record in driven)
+    torch.testing.assert_close(first, driven[0]["expected_losses"])
+    torch.testing.assert_close(second, driven[1]["expected_losses"])
+    assert not torch.allclose(first, second)
+    assert torch.equal(third, second)
+    assert not torch.allclose(third, driven[2]["expected_losses"])
+    for ours, theirs in zip(driven, transcribed):
+        torch.testing.assert_close(ours["initial_losses"], theirs["initial_losses"], rtol=1e-5, atol=1e-7)
+
+
+def test_original_gradnorm_first_step_uses_the_raw_weights():
+    model, criterion, batches = original_model(), XTaskLoss(7, 0.01, 0.01), original_batches()
+    with_raw_weights = OriginalGradNormTranscript(copy.deepcopy(model), ORIGINAL_LR)
+    with_renormalised_weights = OriginalGradNormTranscript(copy.deepcopy(model), ORIGINAL_LR)
+    with_renormalised_weights.renormalise()
+    raw = with_raw_weights.train_step(criterion, batches[0], epoch=1)["weight_gradient"]
+    renormalised = with_renormalised_weights.train_step(criterion, batches[0], epoch=1)["weight_gradient"]
+
+    balancer = GradNorm(lr=ORIGINAL_LR, form="original")
+    image, segmentation_target, depth_target = batches[0]
+    balancer.backward(criterion(model(image), segmentation_target, depth_target).groups(),
+                      balancer.shared_weight(model))
+    torch.testing.assert_close(balancer.task_weight.grad, raw, rtol=1e-5, atol=1e-7)
+    assert not torch.allclose(raw, renormalised, rtol=1e-3, atol=0)
+    assert int(balancer.steps_taken) == 1
+
+
+def test_original_gradnorm_validation_total_uses_t_without_the_half_and_no_weight_gradient():
+    balancer = GradNorm(lr=0.05, form="original")
+    with torch.no_grad():
+        balancer.task_weight.copy_(torch.tensor([3.0, 1.0]))
+    assert balancer.weights() == {"w_segmentation": 3.0, "w_depth": 1.0}
+    balancer.steps_taken.fill_(1)
+    assert balancer.weights() == {"w_segmentation": pytest.approx(1.5), "w_depth": pytest.approx(0.5)}
+    groups = torch.tensor([2.0, 4.0], requires_grad=True)
+    total = balancer.combine(groups)
+    assert total.item() == pytest.approx(1.5 * 2.0 + 0.5 * 4.0)
+    total.backward()
+    assert balancer.task_weight.grad is None
+    torch.testing.assert_close(groups.grad, torch.tensor([1.5, 0.5]))
+
+
+def test_original_gradnorm_state_round_trips_and_a_restored_balancer_continues_identically():
+    model, criterion, batches = original_model(), XTaskLoss(7, 0.01, 0.01), original_batches()
+    balancer = GradNorm(lr=ORIGINAL_LR, form="original")
+    engine_driven_original_steps(model, criterion, batches[:2], balancer)
+    balancer.start_epoch(2)
+    state = copy.deepcopy(balancer.state_dict())
+    assert {"task_weight", "initial_losses", "current_epoch", "steps_taken"} <= set(state)
+
+    restored = GradNorm(lr=ORIGINAL_LR, form="original")
+    restored.load_state_dict(state)
+    for name in ("task_weight", "initial_losses", "current_epoch", "steps_taken"):
+        assert torch.equal(restored.state_dict()[name], state[name])
+    assert int(restored.current_epoch) == 2 and int(restored.steps_taken) == 2
+    saved_adam = balancer.optimizer.state_dict()["state"][0]
+    restored_adam = restored.optimizer.state_dict()["state"][0]
+    assert torch.equal(restored_adam["exp_avg_sq"], saved_adam["exp_avg_sq"]) and restored_adam["step"] == 2
+
+    restored_model = copy.deepcopy(model)
+    image, segmentation_target, depth_target = batches[2]
+    for continuing_model, continuing in ((model, balancer), (restored_model, restored)):
+        continuing_model.zero_grad(set_to_none=True)
+        groups = criterion(continuing_model(image), segmentation_target, depth_target).groups()
+        continuing.backward(groups, continuing.shared_weight(continuing_model))
+        continuing.step()
+    assert torch.equal(restored.task_weight, balancer.task_weight)
+    assert torch.equal(restored.initial_losses, balancer.initial_losses)
+    assert restored.weights() == balancer.weights()
+    assert_same_tensors(gradients_of(restored_model), gradients_of(model))
+    assert not torch.equal(balancer.task_weight.detach(), state["task_weight"])
+
+
+def test_unknown_gradnorm_form_is_a_clear_error():
+    assert GRADNORM_FORMS == ("paper", "original")
+    with pytest.raises(ValueError, match=r"^form .*paper, original"):
+        GradNorm(form="chen")
+    assert GradNorm().form == "paper"
+
+
+def test_start_epoch_changes_nothing_for_the_sum_uncertainty_weights_and_paper_gradnorm():
+    for balancer in (LossBalancer(), UncertaintyWeights(), GradNorm()):
+        before = copy.deepcopy(balancer.state_dict())
+        assert balancer.start_epoch(2) is None
+        after = balancer.state_dict()
+        assert after.keys() == before.keys()
+        for name, value in before.items():
+            if isinstance(value, torch.Tensor):
+                torch.testing.assert_close(after[name], value, rtol=0, atol=0, equal_nan=True)
+            else:
+                assert after[name] == value
+    assert set(GradNorm().state_dict()) == {"task_weight", "initial_losses", "_extra_state"}
+
+
+def test_shared_weight_is_conv2_of_the_last_block_on_resnet18_for_both_gradnorm_forms():
+    model = XTaskTSNet(18, 3)
+    last_conv2 = model.encoder.stage4[-1].conv2.weight
+    assert model.last_block_conv2_weight is last_conv2
+    assert LossBalancer().shared_weight(model) is last_conv2
+    assert GradNorm(form="paper").shared_weight(model) is last_conv2
+    assert GradNorm(form="original").shared_weight(model) is last_conv2
+
+
+def test_shared_weight_on_resnet50_is_conv3_for_the_paper_form_and_conv2_for_the_original():
+    encoder = ResNetEncoder(50)
+    assert GradNorm(form="paper").shared_weight(encoder) is encoder.stage4[-1].conv3.weight
+    assert GradNorm(form="original").shared_weight(encoder) is encoder.stage4[-1].conv2.weight
+    assert encoder.last_block_conv2_weight is encoder.stage4[-1].conv2.weight

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 from torchvision.datasets import Cityscapes
 
-from data import CITYSCAPES_19_CLASS_NAMES, CITYSCAPES_7_CLASS_NAMES, CityscapesDataset, palette
-from data.cityscapes import DISPARITY_CLIP, disparity_from_raw
+from data import CityscapesDataset
+from data.cityscapes import CITYSCAPES_19_CLASS_NAMES, CITYSCAPES_7_CLASS_NAMES, DISPARITY_CLIP, disparity_from_raw
 from data.synthetic import write_cityscapes_mtan, write_cityscapes_raw
 from data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -71,15 +71,20 @@ def test_label_mapping_spot_checks(tmp_path):
     assert seven == [0, 0, 0, 1, -1, 4, 5, 6, 6, 6]
 
 
-def test_class_names_and_palettes():
+def test_class_names_and_palettes(data_mtan_root):
     assert CITYSCAPES_7_CLASS_NAMES == ("flat", "construction", "object", "nature", "sky", "human", "vehicle")
     assert CITYSCAPES_19_CLASS_NAMES[0] == "road" and CITYSCAPES_19_CLASS_NAMES[-1] == "bicycle"
     assert len(CITYSCAPES_19_CLASS_NAMES) == 19
-    colours = palette(19)
+    nineteen = CityscapesDataset(data_mtan_root, "train", num_classes=19)
+    assert nineteen.class_names == CITYSCAPES_19_CLASS_NAMES
+    colours = nineteen.palette
     assert colours.shape == (19, 3) and colours.dtype == np.uint8
     assert tuple(colours[0]) == (128, 64, 128) and tuple(colours[10]) == (70, 130, 180)
-    assert len({tuple(colour) for colour in palette(7)}) == 7
-    assert len({tuple(colour) for colour in palette(13)}) == 13
+    seven = CityscapesDataset(data_mtan_root, "train", num_classes=7)
+    assert seven.class_names == CITYSCAPES_7_CLASS_NAMES
+    assert seven.palette.shape == (7, 3) and seven.palette.dtype == np.uint8
+    assert len({tuple(colour) for colour in seven.palette}) == 7
+    assert tuple(seven.palette[0]) == (128, 64, 128) and tuple(seven.palette[6]) == (0, 0, 142)
 
 
 def test_disparity_conversion_of_raw_values():

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from data import NYU_13_CLASS_NAMES, NYUv2Dataset, detect_layout
+from data import NYUv2Dataset, detect_layout
+from data.nyu import NYU_13_CLASS_NAMES
 from data.synthetic import write_nyu_mtan
 
 HEIGHT, WIDTH = 72, 96
@@ -26,6 +27,8 @@ def test_reads_generated_files_as_stored(data_nyu_root):
     assert (dataset.layout, len(dataset), dataset.num_classes, dataset.ignore_index) == ("nyu-mtan", 3, 13, -1)
     assert (dataset.height, dataset.width) == (HEIGHT, WIDTH)
     assert dataset.class_names == NYU_13_CLASS_NAMES
+    assert dataset.palette.shape == (13, 3) and dataset.palette.dtype == np.uint8
+    assert len({tuple(colour) for colour in dataset.palette}) == 13
     for index in range(len(dataset)):
         image, segmentation, depth = dataset[index]
         assert image.dtype == torch.float32 and segmentation.dtype == torch.int64 and depth.dtype == torch.float32

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from torchvision.datasets import Cityscapes
 
-from data.classes import cityscapes_label_id
-from data.indoor_scene import FLOOR, MAX_DEPTH, WALL
+from data.cityscapes import cityscapes_label_id
 from data.synthetic import (cityscapes_scene, indoor_scene, scene_generator, write_cityscapes_mtan,
                             write_cityscapes_raw, write_nyu_mtan)
+from data.synthetic.indoor_scene import FLOOR, MAX_DEPTH, WALL
 
 STREET_HEIGHT, STREET_WIDTH = 128, 256
 ROOM_HEIGHT, ROOM_WIDTH = 96, 128

@@ -7,12 +7,13 @@ import os
 import pandas
 import pytest
 
-from utils import experiment
+from training import recorder
+from utils import files
 from utils.errors import UserInputError
 
 
 def claim_folder(parent):
-    return os.path.basename(experiment.create_numbered_folder(parent))
+    return os.path.basename(recorder.create_numbered_folder(parent))
 
 
 def test_parallel_runs_never_share_a_folder(tmp_path):
@@ -24,12 +25,12 @@ def test_parallel_runs_never_share_a_folder(tmp_path):
 def test_numbering_continues_after_the_highest_existing_folder(tmp_path):
     (tmp_path / "007").mkdir()
     (tmp_path / "notes").mkdir()
-    assert os.path.basename(experiment.create_numbered_folder(str(tmp_path))) == "008"
+    assert os.path.basename(recorder.create_numbered_folder(str(tmp_path))) == "008"
 
 
 def append_row(arguments):
     path, index = arguments
-    experiment.append_csv_row(path, {"run": index, "score": index / 10})
+    files.append_csv_row(path, {"run": index, "score": index / 10})
 
 
 def test_rows_appended_by_parallel_runs_are_all_kept(tmp_path):
@@ -42,8 +43,8 @@ def test_rows_appended_by_parallel_runs_are_all_kept(tmp_path):
 
 def test_new_columns_extend_earlier_rows(tmp_path):
     path = str(tmp_path / "results.csv")
-    experiment.append_csv_row(path, {"run": 1, "miou": 0.5})
-    experiment.append_csv_row(path, {"run": 2, "miou": 0.6, "sigma_depth": 1.2})
+    files.append_csv_row(path, {"run": 1, "miou": 0.5})
+    files.append_csv_row(path, {"run": 2, "miou": 0.6, "sigma_depth": 1.2})
     table = pandas.read_csv(path)
     assert list(table.columns) == ["run", "miou", "sigma_depth"]
     assert math.isnan(table["sigma_depth"][0]) and table["sigma_depth"][1] == 1.2
@@ -51,16 +52,16 @@ def test_new_columns_extend_earlier_rows(tmp_path):
 
 def test_json_writes_are_atomic_and_non_finite_values_become_null(tmp_path):
     path = tmp_path / "results.json"
-    experiment.write_json(str(path), {"miou": float("nan"), "iou": [0.5, float("inf")]})
+    files.write_json(str(path), {"miou": float("nan"), "iou": [0.5, float("inf")]})
     assert json.loads(path.read_text()) == {"miou": None, "iou": [0.5, None]}
     assert [name for name in os.listdir(tmp_path) if name != "results.json"] == []
 
 
 def test_failed_write_keeps_the_previous_file(tmp_path):
     path = tmp_path / "results.json"
-    experiment.write_json(str(path), {"miou": 0.5})
+    files.write_json(str(path), {"miou": 0.5})
     with pytest.raises(TypeError):
-        experiment.write_json(str(path), {"miou": object()})
+        files.write_json(str(path), {"miou": object()})
     assert json.loads(path.read_text()) == {"miou": 0.5}
     assert os.listdir(tmp_path) == ["results.json"]
 
@@ -68,8 +69,8 @@ def test_failed_write_keeps_the_previous_file(tmp_path):
 def test_missing_experiment_and_unreadable_checkpoint_are_clear_errors(tmp_path):
     (tmp_path / "001").mkdir()
     with pytest.raises(UserInputError, match=r"--exp_num 4.*\['001'\]"):
-        experiment.experiment_folder(str(tmp_path), 4)
+        recorder.experiment_folder(str(tmp_path), 4)
     broken = tmp_path / "001" / "best.pt"
     broken.write_bytes(b"not a checkpoint")
     with pytest.raises(UserInputError, match="cannot be read"):
-        experiment.load_checkpoint(str(broken), "cpu")
+        recorder.load_checkpoint(str(broken), "cpu")

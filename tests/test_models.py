@@ -5,7 +5,6 @@ import torchvision
 
 from models import XTaskTSNet
 from models.encoder import pretrained_weights_path
-from utils.errors import UserInputError
 from losses import XTaskLoss
 
 
@@ -148,19 +147,19 @@ def test_transferred_losses_reach_only_the_decoder_they_are_meant_for():
 
 
 def test_unknown_encoder_depth_is_a_clear_error():
-    with pytest.raises(UserInputError, match=r"20.*18, 34, 50, 101, 152"):
+    with pytest.raises(ValueError, match=r"^enc_layers 20.*18, 34, 50, 101, 152"):
         XTaskTSNet(enc_layers=20)
 
 
 def test_input_size_not_multiple_of_32_is_a_clear_error():
     model = XTaskTSNet(18, 7)
-    with pytest.raises(UserInputError, match=r"multiples of 32.*\(1, 3, 100, 100\)"):
+    with pytest.raises(ValueError, match=r"multiples of 32.*\(1, 3, 100, 100\)"):
         model(torch.randn(1, 3, 100, 100))
 
 
 def test_missing_pretrained_weights_name_the_expected_file(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    with pytest.raises(UserInputError) as error:
+    with pytest.raises(ValueError, match="^use_pretrain") as error:
         XTaskTSNet(18, 7, use_pretrain=True)
     message = str(error.value)
     assert "resnet18-f37072fd.pth" in message

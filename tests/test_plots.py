@@ -9,7 +9,8 @@ import pytest
 from matplotlib import image as matplotlib_image
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from utils.plots import (LOSS_COMPONENTS, colorize_segmentation, plot_depth_error, plot_loss_curves,
+from losses.xtask import COMPONENT_NAMES
+from utils.plots import (colorize_segmentation, plot_depth_error, plot_loss_curves,
                          plot_prediction_grid, show_figures)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -44,7 +45,7 @@ def make_history(epochs, with_components):
     for epoch in range(1, epochs + 1):
         entry = {"epoch": epoch, "train_loss": 2.0 / epoch, "val_loss": 2.5 / epoch}
         if with_components:
-            for number, component in enumerate(LOSS_COMPONENTS, start=1):
+            for number, component in enumerate(COMPONENT_NAMES, start=1):
                 entry[f"train_{component}"] = number / epoch
                 if epoch % 2 == 0:
                     entry[f"val_{component}"] = 1.5 * number / epoch
@@ -97,8 +98,8 @@ def test_colorize_segmentation_rejects_a_non_uint8_palette():
 
 def test_loss_curves_write_png_with_one_panel_per_recorded_component(tmp_path):
     full_path, total_only_path = tmp_path / "full.png", tmp_path / "total_only.png"
-    plot_loss_curves(make_history(6, with_components=True), full_path)
-    plot_loss_curves(make_history(6, with_components=False), total_only_path)
+    plot_loss_curves(make_history(6, with_components=True), full_path, COMPONENT_NAMES)
+    plot_loss_curves(make_history(6, with_components=False), total_only_path, COMPONENT_NAMES)
     full_height, full_width = png_size(full_path)
     total_only_height, total_only_width = png_size(total_only_path)
     assert full_width == total_only_width
@@ -114,7 +115,7 @@ def test_loss_curves_handle_nonpositive_nan_single_epoch_and_empty_histories(tmp
         "empty.png": [],
     }
     for name, history in histories.items():
-        plot_loss_curves(history, tmp_path / name)
+        plot_loss_curves(history, tmp_path / name, COMPONENT_NAMES)
         height, width = png_size(tmp_path / name)
         assert width > 0 and height > 0
     assert folder_names(tmp_path) == sorted(histories)
@@ -183,7 +184,7 @@ def test_failed_save_keeps_the_previous_file_and_leaves_no_temporary_file(tmp_pa
 
     monkeypatch.setattr(FigureCanvasAgg, "print_figure", write_half_then_fail)
     with pytest.raises(OSError, match="disk full"):
-        plot_loss_curves(make_history(2, with_components=False), path)
+        plot_loss_curves(make_history(2, with_components=False), path, COMPONENT_NAMES)
     assert path.read_bytes() == b"previous figure"
     assert folder_names(tmp_path) == ["loss.png"]
 
@@ -192,7 +193,7 @@ def test_show_figures_opens_one_window_per_png_at_its_pixel_size(tmp_path, monke
     from matplotlib import pyplot
 
     paths = [tmp_path / "loss.png", tmp_path / "empty_depth.png"]
-    plot_loss_curves(make_history(3, with_components=False), paths[0])
+    plot_loss_curves(make_history(3, with_components=False), paths[0], COMPONENT_NAMES)
     plot_depth_error(np.array([]), np.array([]), paths[1], "depth (m)")
     shown = []
     monkeypatch.setattr(pyplot, "show", lambda: shown.append(

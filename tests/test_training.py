@@ -10,11 +10,12 @@ import pandas
 import pytest
 import torch
 
+from data import CITYSCAPES, NYUV2
 from data.synthetic import write_cityscapes_raw, write_nyu_mtan
 from losses import GradNorm, LossBalancer, UncertaintyWeights
-from utils import engine
-from utils.main import main
-from utils.options import CITYSCAPES, NYUV2, parse_options
+from training import engine
+from training.options import parse_options
+from training.run import main
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--enc_layers", "18", "--epochs", "2", "--batch_size", "2", "--workers", "0", "--notqdm"]
@@ -57,8 +58,14 @@ def check_experiment(folder, epochs=2, balancing_columns=()):
     metrics = results["metrics"]
     for key in ("miou", "pixel_acc", "miou_paper", "pixel_acc_paper"):
         assert 0 <= metrics[key] <= 1, key
-    for key in ("abs", "abs_rel", "rmse", "abs_paper", "abs_rel_paper"):
+    for key in ("abs", "abs_rel", "rmse", "rmse_log", "sq_rel", "abs_paper", "abs_rel_paper"):
         assert 0 <= metrics[key] < math.inf, key
+    for key in ("delta1", "delta2", "delta3"):
+        assert 0 <= metrics[key] <= 1, key
+    best = torch.load(folder / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
+    assert best["model_arguments"] == {"enc_layers": 18, "num_classes": config["options"]["num_classes"],
+                                       "batch_norm": False, "wider_ttnet": False}
+    assert best["balancer"]["method"] == config["options"]["balancing"]
     assert results["epoch"] == int(history["epoch"][history["val_loss"].idxmin()])
     for figure in ("loss_curves.png", "predictions.png", "depth_error.png"):
         assert (folder / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -125,9 +132,11 @@ def test_every_flag_reaches_the_code_it_names():
     options = parse_options(CITYSCAPES, [
         "--enc_layers", "18", "--num_classes", "19", "--batch_norm", "--wider_ttnet", "--lp", "MSE",
         "--tdep_loss", "ssim", "--tseg_loss", "kl", "--label_smoothing", "0.1", "--lambda_1", "0.2",
-        "--lambda_2", "0.3", "--optim", "sgd", "--lr", "0.05", "--b1", "0.8", "--scheduler_step_size", "7",
+        "--lambda_2", "0.3", "--optim", "sgd", "--lr", "0.05", "--momentum", "0.8", "--scheduler_step_size", "7",
         "--scheduler_gamma", "0.25", "--gradnorm", "--gradnorm_alpha", "0.5"])
-    model, criterion, balancer, optimizer, scheduler = engine.build_training(options, torch.device("cpu"), 19)
+    parts = engine.build_training(options, torch.device("cpu"), 19)
+    model, criterion, balancer, optimizer, scheduler = (parts.model, parts.criterion, parts.balancer, parts.optimizer,
+                                                        parts.scheduler)
     assert model.encoder.depth == 18 and model.num_classes == 19
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.segmentation_to_depth.modules())
     assert model.segmentation_to_depth.down1[0].out_channels == 128
@@ -136,25 +145,50 @@ def test_every_flag_reaches_the_code_it_names():
     assert isinstance(optimizer, torch.optim.SGD) and optimizer.param_groups[0]["lr"] == 0.05
     assert optimizer.param_groups[0]["momentum"] == 0.8
     assert (scheduler.step_size, scheduler.gamma) == (7, 0.25)
-    assert isinstance(balancer, GradNorm) and balancer.alpha == 0.5
+    assert isinstance(balancer, GradNorm) and balancer.alpha == 0.5 and balancer.form == "paper"
+    assert balancer.optimizer.param_groups[0]["betas"] == (options.b1, options.b2)
+    assert parse_options(CITYSCAPES, ["--optim", "sgd"]).momentum == 0.0
 
     options = parse_options(NYUV2, ["--uncertainty_weights", "--b1", "0.7", "--b2", "0.95"])
     assert (options.alpha, options.gamma, options.ignore_index, options.height, options.width) == (1e-4, 1e-4, -1, 288, 384)
     assert (options.epochs, options.batch_size, options.scheduler_step_size) == (100, 6, 60)
-    model, criterion, balancer, optimizer, _ = engine.build_training(options, torch.device("cpu"), 13)
+    parts = engine.build_training(options, torch.device("cpu"), 13)
+    criterion, balancer, optimizer = parts.criterion, parts.balancer, parts.optimizer
     assert isinstance(balancer, UncertaintyWeights) and criterion.ignore_index == -1
     assert optimizer.param_groups[0]["betas"] == (0.7, 0.95)
     assert any(p is balancer.log_variance for p in optimizer.param_groups[0]["params"])
     options = parse_options(CITYSCAPES, [])
     assert (options.alpha, options.gamma, options.epochs, options.batch_size, options.num_classes) == (0.01, 0.01, 250, 8, 7)
-    assert type(engine.build_training(options, torch.device("cpu"), 7)[2]) is LossBalancer
+    assert type(engine.build_training(options, torch.device("cpu"), 7).balancer) is LossBalancer
+
+
+def test_the_original_command_lines_run_verbatim():
+    options = parse_options(CITYSCAPES, ["-n", "19", "-j", "3", "--learning_rate", "0.002", "--beta_1", "0.8",
+                                         "--beta_2", "0.9", "-e", "5", "-b", "4", "--lambda_1", "0.1",
+                                         "--lambda_2", "0.2", "--gradnorm"])
+    assert (options.num_classes, options.workers, options.lr, options.b1, options.b2) == (19, 3, 0.002, 0.8, 0.9)
+    assert (options.epochs, options.batch_size, options.alpha, options.gamma) == (5, 4, 0.1, 0.2)
+    assert options.balancing == "gradnorm" and "balancing" in options.explicit
+    assert parse_options(NYUV2, ["--uncertainty_weights"]).balancing == "uncertainty"
+    assert parse_options(NYUV2, ["--balancing", "uncertainty", "--uncertainty_weights"]).balancing == "uncertainty"
+    assert parse_options(NYUV2, []).balancing == "none"
+
+
+def test_original_gradnorm_form_gets_the_original_weight_optimizer_and_shared_layer():
+    options = parse_options(CITYSCAPES, ["--gradnorm", "--gradnorm_form", "original", "--enc_layers", "50",
+                                         "--b2", "0.95", "--lr", "0.003"])
+    parts = engine.build_training(options, torch.device("cpu"), 7)
+    assert parts.balancer.form == "original"
+    assert parts.balancer.optimizer.param_groups[0]["betas"] == (0.9, 0.999)
+    assert parts.balancer.optimizer.param_groups[0]["lr"] == 0.003
+    assert parts.balancer.shared_weight(parts.model) is parts.model.encoder.stage4[-1].conv2.weight
 
 
 def test_lp_flag_changes_the_depth_loss(cityscapes_root):
     values = {}
     for lp in ("L1", "MSE"):
         options = parse_options(CITYSCAPES, ["--input_path", cityscapes_root, "--lp", lp])
-        _, criterion, *_ = engine.build_training(options, torch.device("cpu"), 7)
+        criterion = engine.build_training(options, torch.device("cpu"), 7).criterion
         prediction = torch.full((1, 1, 4, 4), 3.0)
         outputs = type("Outputs", (), {"segmentation": torch.zeros(1, 7, 4, 4), "depth": prediction,
                                        "transferred_depth": None, "transferred_segmentation": None})
@@ -166,10 +200,15 @@ def test_lp_flag_changes_the_depth_loss(cityscapes_root):
     (CITYSCAPES, ["--uncertainty_weights", "--gradnorm"], "exclusive"),
     (CITYSCAPES, ["--height", "100"], "--height 100"),
     (NYUV2, ["--num_classes", "19"], "--num_classes 19"),
-    (CITYSCAPES, ["--enc_layers", "20"], "--enc_layers 20"),
+    (CITYSCAPES, ["--enc_layers", "20"], "--enc_layers: invalid choice: 20"),
     (CITYSCAPES, ["--lp", "L3"], "--lp"),
     (CITYSCAPES, ["--infer_only"], "--exp_num"),
     (CITYSCAPES, ["--alpha", "2"], "--alpha 2"),
+    (CITYSCAPES, ["--gradnorm", "--gradnorm_alpha", "-1"], "--gradnorm_alpha -1"),
+    (CITYSCAPES, ["--balancing", "gradnorm", "--uncertainty_weights"], "exclusive"),
+    (CITYSCAPES, ["--gradnorm_form", "other"], "--gradnorm_form: invalid choice"),
+    (CITYSCAPES, ["--multiple_gpu"], "torchrun"),
+    (CITYSCAPES, ["--optim", "sgd", "--momentum", "-0.5"], "--momentum -0.5"),
 ])
 def test_invalid_combinations_are_refused_with_exit_code_2(profile, arguments, reason, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -12,10 +12,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
 
-from data.cityscapes import disparity_from_raw  # noqa: E402
-from data.classes import CITYSCAPES_19_CLASS_NAMES, NYU_13_CLASS_NAMES, cityscapes_label_lookup, palette  # noqa: E402
-from data.indoor_scene import UNLABELLED  # noqa: E402
+from data.cityscapes import (CITYSCAPES_19_CLASS_NAMES, CITYSCAPES_19_COLOURS, cityscapes_label_lookup,  # noqa: E402
+                             disparity_from_raw)
+from data.nyu import NYU_13_COLOURS  # noqa: E402
 from data.synthetic import cityscapes_scene, indoor_scene, scene_generator  # noqa: E402
+from data.synthetic.indoor_scene import UNLABELLED  # noqa: E402
 from utils.plots import colorize_segmentation  # noqa: E402
 
 STREET_SIZE = (256, 512)
@@ -27,14 +28,14 @@ def street_row(seed: int, index: int) -> tuple:
     rgb, label_ids, raw_disparity = cityscapes_scene(scene_generator(seed, "preview", index), *STREET_SIZE)
     train_ids = cityscapes_label_lookup(len(CITYSCAPES_19_CLASS_NAMES), UNLABELLED)[label_ids]
     disparity = disparity_from_raw(raw_disparity)
-    labels = colorize_segmentation(train_ids, palette(len(CITYSCAPES_19_CLASS_NAMES)), UNLABELLED)
+    labels = colorize_segmentation(train_ids, np.array(CITYSCAPES_19_COLOURS, dtype=np.uint8), UNLABELLED)
     return rgb, labels, np.where(disparity > 0, disparity, np.nan)
 
 
 def indoor_row(seed: int, index: int) -> tuple:
     """(image, coloured 13-class labels, depth in metres with NaN where missing) of one indoor scene."""
     image, label, depth = indoor_scene(scene_generator(seed, "preview", index), *INDOOR_SIZE)
-    labels = colorize_segmentation(label, palette(len(NYU_13_CLASS_NAMES)), UNLABELLED)
+    labels = colorize_segmentation(label, np.array(NYU_13_COLOURS, dtype=np.uint8), UNLABELLED)
     return image, labels, np.where(depth[:, :, 0] > 0, depth[:, :, 0], np.nan)
 
 

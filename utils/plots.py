@@ -16,7 +16,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-LOSS_COMPONENTS = ("segmentation", "depth", "transferred_segmentation", "transferred_depth")
 SEGMENTATION_COLUMNS = (
     ("segmentation_target", "segmentation\nground truth"),
     ("segmentation", "segmentation\ndirect"),
@@ -91,10 +90,11 @@ def loss_series(history, key: str):
     return epochs, values
 
 
-def plot_loss_curves(history, path) -> None:
-    """Total loss and each recorded loss component, train vs val, against epoch (one panel each) from a
-    list of per-epoch dicts; saved as a PNG to `path`."""
-    recorded_components = [component for component in LOSS_COMPONENTS
+def plot_loss_curves(history, path, components) -> None:
+    """Total loss and each recorded loss component (names in `components`; history keys train_{name}
+    and val_{name}), train vs val, against epoch (one panel each) from a list of per-epoch dicts; saved
+    as a PNG to `path`."""
+    recorded_components = [component for component in components
                            if any(f"train_{component}" in entry or f"val_{component}" in entry
                                   for entry in history)]
     panels = [("total loss", "train_loss", "val_loss")] + [

@@ -1,22 +1,34 @@
 """The training engine: the only place that knows the order of a step, the epoch loop and evaluation.
 
-One batch's way in training: data -> XTaskTSNet -> XTaskLoss -> balancer (one backward) -> optimizer
--> balancer's own step. In evaluation: XTaskTSNet -> MultiTaskMetrics.
+One batch's way in training (`train_step`): data -> XTaskTSNet -> XTaskLoss -> balancer (one backward)
+-> optimizer -> balancer's own step. In evaluation: XTaskTSNet -> MultiTaskMetrics.
 """
 import math
 import time
+from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
 
 from losses import XTaskLoss, make_balancer
-from models import XTaskTSNet
+from losses.xtask import COMPONENT_NAMES
+from training.options import balancer_arguments, build_model, loss_arguments
 from utils.metrics import MultiTaskMetrics
-from utils.options import balancing_method
 
-COMPONENTS = ("segmentation", "depth", "transferred_segmentation", "transferred_depth")
 PROGRESS_SECONDS = 1.0
 DEPTH_PLOT_PIXELS_PER_BATCH = 2000
+
+
+@dataclass
+class TrainingParts:
+    """What a training step works on: the network, its loss, the balancer, the optimizer (model and
+    balancer parameters) and the per-epoch learning-rate scheduler."""
+
+    model: torch.nn.Module
+    criterion: XTaskLoss
+    balancer: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
 
 
 class LossMeter:
@@ -24,19 +36,19 @@ class LossMeter:
     (no host sync per batch)."""
 
     def __init__(self, device):
-        self.sums = torch.zeros(1 + len(COMPONENTS), dtype=torch.float64, device=device)
+        self.sums = torch.zeros(1 + len(COMPONENT_NAMES), dtype=torch.float64, device=device)
         self.count = 0
 
     def update(self, total, terms, batch_size):
         """Add one batch: total and terms are scalar tensors, batch_size the number of images."""
-        values = torch.stack([total.detach()] + [getattr(terms, name).detach() for name in COMPONENTS])
+        values = torch.stack([total.detach()] + [getattr(terms, name).detach() for name in COMPONENT_NAMES])
         self.sums += values.double() * batch_size
         self.count += batch_size
 
     def means(self):
         """{"loss": mean total, component name: mean} as Python floats."""
         values = (self.sums / max(self.count, 1)).tolist()
-        return dict(zip(("loss",) + COMPONENTS, values))
+        return dict(zip(("loss",) + COMPONENT_NAMES, values))
 
 
 def move_batch(batch, device):
@@ -45,41 +57,43 @@ def move_batch(batch, device):
 
 
 def build_training(options, device, num_classes):
-    """Model, criterion, balancer, optimizer and StepLR scheduler for `options`, on `device`."""
-    torch.manual_seed(options.seed)
-    model = XTaskTSNet(enc_layers=options.enc_layers, num_classes=num_classes, batch_norm=options.batch_norm,
-                       wider_ttnet=options.wider_ttnet, use_pretrain=options.use_pretrain,
-                       pretrained_weights=options.pretrained_weights).to(device)
-    criterion = XTaskLoss(num_classes, options.alpha, options.gamma, label_smoothing=options.label_smoothing,
-                          lp=options.lp, tseg_loss=options.tseg_loss, tdep_loss=options.tdep_loss,
-                          ignore_index=options.ignore_index)
-    balancer = make_balancer(balancing_method(options), gradnorm_alpha=options.gradnorm_alpha, lr=options.lr,
-                             betas=(options.b1, options.b2)).to(device)
+    """TrainingParts for `options` on `device`: model, criterion, balancer, optimizer and StepLR."""
+    model = build_model(options, num_classes).to(device)
+    criterion = XTaskLoss(**loss_arguments(options, num_classes))
+    method, arguments = balancer_arguments(options)
+    balancer = make_balancer(method, **arguments).to(device)
     parameters = list(model.parameters()) + balancer.model_parameters()
     if options.optim == "sgd":
-        optimizer = torch.optim.SGD(parameters, lr=options.lr, momentum=options.b1)
+        optimizer = torch.optim.SGD(parameters, lr=options.lr, momentum=options.momentum)
     else:
         optimizer = torch.optim.Adam(parameters, lr=options.lr, betas=(options.b1, options.b2))
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=options.scheduler_step_size,
                                                 gamma=options.scheduler_gamma)
-    return model, criterion, balancer, optimizer, scheduler
+    return TrainingParts(model, criterion, balancer, optimizer, scheduler)
 
 
-def train_one_epoch(model, criterion, balancer, optimizer, loader, device, progress=True, description="train"):
+def train_step(parts, batch, device):
+    """One training step on `batch` (image, segmentation_target, depth_target): forward, the four loss
+    terms, the balancer's backward, the optimizer's step and the balancer's own step. Returns the
+    detached total (scalar tensor, no host sync) and the XTaskLossTerms."""
+    image, segmentation_target, depth_target = move_batch(batch, device)
+    terms = parts.criterion(parts.model(image), segmentation_target, depth_target)
+    parts.optimizer.zero_grad(set_to_none=True)
+    total = parts.balancer.backward(terms.groups(), parts.balancer.shared_weight(parts.model))
+    parts.optimizer.step()
+    parts.balancer.step()
+    return total, terms
+
+
+def train_one_epoch(parts, loader, device, progress=True, description="train"):
     """One pass over `loader`; returns mean losses ({"loss", components}) and "images_per_second"."""
-    model.train()
+    parts.model.train()
     meter = LossMeter(device)
     start = last_progress = time.perf_counter()
     bar = tqdm(loader, desc=description, disable=not progress, leave=False, dynamic_ncols=True)
     for batch in bar:
-        image, segmentation_target, depth_target = move_batch(batch, device)
-        outputs = model(image)
-        terms = criterion(outputs, segmentation_target, depth_target)
-        optimizer.zero_grad(set_to_none=True)
-        total = balancer.backward(terms.groups(), model.last_shared_weight)
-        optimizer.step()
-        balancer.step()
-        meter.update(total, terms, image.shape[0])
+        total, terms = train_step(parts, batch, device)
+        meter.update(total, terms, len(batch[0]))
         if progress and time.perf_counter() - last_progress > PROGRESS_SECONDS:
             last_progress = time.perf_counter()
             bar.set_postfix(loss=f"{meter.means()['loss']:.4f}", img_s=f"{meter.count / (last_progress - start):.1f}")
@@ -89,14 +103,15 @@ def train_one_epoch(model, criterion, balancer, optimizer, loader, device, progr
 
 
 @torch.no_grad()
-def evaluate_loss(model, criterion, balancer, loader, device, progress=True, description="val"):
-    """Mean validation losses ({"loss", components}) in eval mode, without gradients."""
-    model.eval()
+def evaluate_loss(parts, loader, device, progress=True, description="val"):
+    """Mean validation losses ({"loss", components}) in eval mode, without gradients; the total is the
+    balancer's combination of the groups."""
+    parts.model.eval()
     meter = LossMeter(device)
     for batch in tqdm(loader, desc=description, disable=not progress, leave=False, dynamic_ncols=True):
         image, segmentation_target, depth_target = move_batch(batch, device)
-        terms = criterion(model(image), segmentation_target, depth_target)
-        meter.update(balancer.combine(terms.groups()), terms, image.shape[0])
+        terms = parts.criterion(parts.model(image), segmentation_target, depth_target)
+        meter.update(parts.balancer.combine(terms.groups()), terms, image.shape[0])
     return meter.means()
 
 
@@ -164,8 +179,8 @@ def predict_samples(model, dataset, indices, device, direct_only):
 def epoch_record(epoch, train, val, balancing_weights, learning_rate, seconds):
     """One row of the per-epoch history: every printed figure, flat."""
     record = {"epoch": epoch, "train_loss": train["loss"], "val_loss": val["loss"]}
-    record.update({f"train_{name}": train[name] for name in COMPONENTS})
-    record.update({f"val_{name}": val[name] for name in COMPONENTS})
+    record.update({f"train_{name}": train[name] for name in COMPONENT_NAMES})
+    record.update({f"val_{name}": val[name] for name in COMPONENT_NAMES})
     record.update(balancing_weights)
     record.update({"lr": learning_rate, "images_per_second": train["images_per_second"], "epoch_seconds": seconds})
     return record
@@ -174,7 +189,7 @@ def epoch_record(epoch, train, val, balancing_weights, learning_rate, seconds):
 def format_epoch_line(record, epochs):
     """The one line printed per epoch."""
     components = " ".join(f"{name}={record['train_' + name]:.4f}/{record['val_' + name]:.4f}"
-                          for name in COMPONENTS)
+                          for name in COMPONENT_NAMES)
     weights = " ".join(f"{key}={value:.4f}" for key, value in record.items()
                        if key.startswith(("sigma_", "w_")))
     return (f"epoch {record['epoch']:>3}/{epochs}  train {record['train_loss']:.4f}  val {record['val_loss']:.4f}  "
@@ -182,19 +197,20 @@ def format_epoch_line(record, epochs):
             f"{record['images_per_second']:.1f} img/s  {record['epoch_seconds']:.1f} s")
 
 
-def fit(model, criterion, balancer, optimizer, scheduler, train_loader, val_loader, device, epochs,
-        end_of_epoch, progress=True):
-    """The epoch loop: train, validation loss, scheduler step, then `end_of_epoch(record, history)`
-    (printing and checkpoints); returns the history (one record per epoch)."""
+def fit(parts, train_loader, val_loader, device, epochs, record_epoch, progress=True):
+    """The epoch loop: the balancer's start of epoch, train, validation loss, scheduler step, the epoch
+    line printed, then `record_epoch(record, history)` (checkpoints); returns the history (one record
+    per epoch)."""
     history = []
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
-        train = train_one_epoch(model, criterion, balancer, optimizer, train_loader, device, progress,
-                                description=f"epoch {epoch}/{epochs}")
-        val = evaluate_loss(model, criterion, balancer, val_loader, device, progress)
-        learning_rate = optimizer.param_groups[0]["lr"]
-        scheduler.step()
-        history.append(epoch_record(epoch, train, val, balancer.weights(), learning_rate,
+        parts.balancer.start_epoch(epoch)
+        train = train_one_epoch(parts, train_loader, device, progress, description=f"epoch {epoch}/{epochs}")
+        val = evaluate_loss(parts, val_loader, device, progress)
+        learning_rate = parts.optimizer.param_groups[0]["lr"]
+        parts.scheduler.step()
+        history.append(epoch_record(epoch, train, val, parts.balancer.weights(), learning_rate,
                                     time.perf_counter() - start))
-        end_of_epoch(history[-1], history)
+        print(format_epoch_line(history[-1], epochs), flush=True)
+        record_epoch(history[-1], history)
     return history

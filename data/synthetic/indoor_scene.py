@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from data.classes import NYU_13_CLASS_NAMES
-from data.drawing import Canvas, finish_image, jitter_colour, pixel_centres, pixel_region, smooth_noise, whole_image
+from data.nyu import NYU_13_CLASS_NAMES
+from data.synthetic.drawing import (Canvas, finish_image, jitter_colour, pixel_centres, pixel_region, smooth_noise,
+                                    whole_image)
 
 UNLABELLED = -1
 (BED, BOOKS, CEILING, CHAIR, FLOOR, FURNITURE, OBJECTS, PICTURE, SOFA, TABLE, TV, WALL,

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data.classes import cityscapes_label_id
-from data.drawing import (Canvas, finish_image, jitter_colour, pixel_centres, pixel_region, smooth_noise,
-                          whole_image)
+from data.cityscapes import cityscapes_label_id
+from data.synthetic.drawing import (Canvas, finish_image, jitter_colour, pixel_centres, pixel_region, smooth_noise,
+                                    whole_image)
 
 CITYSCAPES_FOCAL_PIXELS = 2262.0
 CITYSCAPES_BASELINE_METRES = 0.22

@@ -2,7 +2,11 @@
 release (street scenes as PNGs), the MTAN-preprocessed Cityscapes release and the MTAN-preprocessed
 NYUv2 release (indoor scenes) as .npy files. Scene `index` of split `split` is drawn from a
 generator seeded with (seed, split, index), so a dataset is the same on every machine and a scene
-does not depend on how many others are written."""
+does not depend on how many others are written.
+
+The scenes come from `street_scene` (Cityscapes form) and `indoor_scene` (NYUv2 form), both drawn
+with `drawing`. This package uses the loaders' constants (file suffixes, class tables, disparity
+encoding); the loaders never import it."""
 
 import zlib
 from pathlib import Path
@@ -10,10 +14,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from data.cityscapes import DISPARITY_SUFFIX, IMAGE_SUFFIX, LABEL_SUFFIX, disparity_from_raw
-from data.classes import CITYSCAPES_CLASS_COUNTS, cityscapes_label_lookup
-from data.indoor_scene import indoor_scene
-from data.street_scene import cityscapes_scene
+from data.cityscapes import (CITYSCAPES_CLASS_COUNTS, DISPARITY_SUFFIX, IMAGE_SUFFIX, LABEL_SUFFIX,
+                             cityscapes_label_lookup, disparity_from_raw)
+from data.synthetic.indoor_scene import indoor_scene
+from data.synthetic.street_scene import cityscapes_scene
 
 CITY_NAMES = ("arden", "brookhaven", "corvale")
 FRAME_NUMBER = 19

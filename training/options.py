@@ -1,0 +1,238 @@
+"""Command-line options: flags -> a checked configuration. The only module that knows flag names.
+
+A dataset profile (data.profiles) gives the defaults; every check runs before anything else, and a
+mistake ends the program with the flag, the value and what was expected (exit status 2). The loss,
+balancing and model settings are checked by building them, so their rules live in one place: the
+libraries raise ValueError naming their own parameter, which `flag_message` turns into the flag.
+"""
+import argparse
+import re
+
+import torch
+
+from losses import BALANCERS, GRADNORM_FORMS, XTaskLoss, make_balancer
+from losses.depth import DEPTH_LOSSES
+from losses.segmentation import TRANSFERRED_SEGMENTATION_LOSSES
+from losses.xtask import TRANSFERRED_DEPTH_LOSSES
+from models import XTaskTSNet
+from models.encoder import ENCODER_DEPTHS
+from models.xtask_net import INPUT_MULTIPLE
+from utils.errors import UserInputError
+
+# Constructor parameters whose flag has another name; every other parameter is spelled like its flag.
+BALANCER_FLAGS = {"alpha": "gradnorm_alpha", "form": "gradnorm_form"}
+# The betas of the original code's GradNorm weight optimizer (torch's defaults, whatever --b1/--b2 say).
+ORIGINAL_GRADNORM_BETAS = (0.9, 0.999)
+
+
+class BalancingAlias(argparse.Action):
+    """A flag of the original code (--uncertainty_weights, --gradnorm) that sets --balancing; two
+    different balancing choices on one command line are refused."""
+
+    def __init__(self, option_strings, dest, method, **keywords):
+        super().__init__(option_strings, dest="balancing", nargs=0, **keywords)
+        self.method = method
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        """Set `balancing` unless another balancing flag already chose a different method."""
+        set_balancing(parser, namespace, self.method, option_string)
+
+
+class BalancingChoice(argparse.Action):
+    """--balancing METHOD, refusing a second, different balancing flag."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        """Set `balancing` unless another balancing flag already chose a different method."""
+        set_balancing(parser, namespace, values, option_string)
+
+
+def set_balancing(parser, namespace, method, option_string):
+    """Record the balancing `method` chosen by `option_string`; a conflicting earlier choice is an error."""
+    chosen = getattr(namespace, "balancing_flag", None)
+    if chosen is not None and namespace.balancing != method:
+        parser.error(f"{chosen} and {option_string} are exclusive: choose one balancing method")
+    namespace.balancing = method
+    namespace.balancing_flag = option_string
+
+
+def build_parser(profile):
+    """The argument parser of one entry script, with `profile`'s defaults."""
+    parser = argparse.ArgumentParser(description=profile.description, allow_abbrev=False,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    data = parser.add_argument_group("data")
+    data.add_argument("--input_path", help="root of the dataset (layout detected from its folders)")
+    data.add_argument("--height", type=int, help=f"input height, a multiple of {INPUT_MULTIPLE}")
+    data.add_argument("--width", type=int, help=f"input width, a multiple of {INPUT_MULTIPLE}")
+    data.add_argument("-n", "--num_classes", type=int, help=f"segmentation classes: one of {profile.class_counts}")
+    data.add_argument("--ignore_index", type=int, help="label value of unlabelled pixels")
+    data.add_argument("-j", "--workers", type=int, default=2, help="DataLoader worker processes")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--enc_layers", type=int, default=34, choices=ENCODER_DEPTHS, help="ResNet depth")
+    model.add_argument("--use_pretrain", action="store_true",
+                       help="initialise the encoder with torchvision's ImageNet weights (local file only)")
+    model.add_argument("--pretrained_weights", help="explicit path of the ImageNet weights file")
+    model.add_argument("--batch_norm", action="store_true", help="BatchNorm in the TaskTransferNets")
+    model.add_argument("--wider_ttnet", action="store_true", help="double the TaskTransferNets' widths")
+
+    training = parser.add_argument_group("training")
+    training.add_argument("-e", "--epochs", type=int, help="training epochs")
+    training.add_argument("-b", "--batch_size", type=int, help="images per batch")
+    training.add_argument("--optim", choices=("adam", "sgd"), default="adam", help="optimizer")
+    training.add_argument("--lr", "--learning_rate", dest="lr", type=float, default=1e-4, help="learning rate")
+    training.add_argument("--b1", "--beta_1", dest="b1", type=float, default=0.9, help="Adam beta1")
+    training.add_argument("--b2", "--beta_2", dest="b2", type=float, default=0.99, help="Adam beta2")
+    training.add_argument("--momentum", type=float, default=0.0,
+                          help="SGD momentum (--optim sgd; the original used none)")
+    training.add_argument("--scheduler_step_size", type=int, help="StepLR period in epochs")
+    training.add_argument("--scheduler_gamma", type=float, help="StepLR decay factor")
+    training.add_argument("--seed", type=int, default=0, help="random seed (model, shuffling, augmentation)")
+    training.add_argument("--cpu", action="store_true", help="run on the CPU even when CUDA is present")
+
+    loss = parser.add_argument_group("loss")
+    loss.add_argument("--alpha", "--lambda_1", dest="alpha", type=float,
+                      help="weight of the transferred depth loss in the segmentation group")
+    loss.add_argument("--gamma", "--lambda_2", dest="gamma", type=float,
+                      help="weight of the transferred segmentation loss in the depth group")
+    loss.add_argument("--label_smoothing", type=float, default=0.0, help="label smoothing of the "
+                      "transferred segmentation target")
+    loss.add_argument("--lp", default="L1", help=f"direct depth loss: {', '.join(DEPTH_LOSSES)}")
+    loss.add_argument("--tdep_loss", default="L1", help=f"transferred depth loss: "
+                      f"{', '.join(TRANSFERRED_DEPTH_LOSSES)}")
+    loss.add_argument("--tseg_loss", default="cross", help=f"transferred segmentation loss: "
+                      f"{', '.join(TRANSFERRED_SEGMENTATION_LOSSES)}")
+    loss.add_argument("--balancing", choices=tuple(BALANCERS), default="none", action=BalancingChoice,
+                      help="balancing of the two group losses")
+    loss.add_argument("--uncertainty_weights", action=BalancingAlias, method="uncertainty",
+                      help="the original's flag for --balancing uncertainty (Kendall et al. 2018)")
+    loss.add_argument("--gradnorm", action=BalancingAlias, method="gradnorm",
+                      help="the original's flag for --balancing gradnorm (Chen et al. 2018)")
+    loss.add_argument("--gradnorm_alpha", type=float, default=0.16, help="GradNorm's asymmetry alpha")
+    loss.add_argument("--gradnorm_form", choices=GRADNORM_FORMS, default="paper",
+                      help="GradNorm as in Chen et al. 2018 (paper) or exactly as the original code ran it")
+
+    run = parser.add_argument_group("run and outputs")
+    run.add_argument("--save_path", default="./exps", help="folder of the numbered experiment folders")
+    run.add_argument("--notqdm", action="store_true", help="no progress bars")
+    run.add_argument("--debug", action="store_true", help="write nothing to disk")
+    run.add_argument("--infer_only", action="store_true",
+                     help="evaluate the best checkpoint of experiment --exp_num instead of training")
+    run.add_argument("--exp_num", type=int, help="experiment number for --infer_only")
+    run.add_argument("--direct_only", action="store_true",
+                     help="evaluate without running the TaskTransferNets")
+    run.add_argument("--time_inf", action="store_true",
+                     help="print inference latency at batch size 1, with and without the transfer nets")
+    run.add_argument("--no_plots", action="store_true", help="write no figures")
+    run.add_argument("--show", action="store_true", help="also open the figures in windows")
+    run.add_argument("--run_only", action="store_true", help="accepted for the original's scripts: "
+                     "figures are saved and not shown, which is the default")
+    run.add_argument("--view_only", action="store_true", help="show the figures without saving them")
+    run.add_argument("--multiple_gpu", action="store_true", help="the original's DataParallel flag: refused, "
+                     "with the way to use several GPUs")
+    run.add_argument("--demo", action="store_true", help="generate a small synthetic dataset in the real "
+                     "layout under data/demo/ and run a short CPU-sized training on it")
+    parser.set_defaults(**profile.defaults)
+    return parser
+
+
+def parse_options(profile, argv=None):
+    """Parsed and checked options; invalid combinations exit with status 2 and the reason.
+    `options.explicit` lists the options given on the command line (the rest are defaults)."""
+    parser = build_parser(profile)
+    options = parser.parse_args(argv)
+    if options.demo:
+        parser.set_defaults(**{**profile.defaults, **profile.demo_defaults})
+        options = parser.parse_args(argv)
+    vars(options).pop("balancing_flag", None)
+    not_given = object()
+    probe = parser.parse_args(argv, namespace=argparse.Namespace(**{key: not_given for key in vars(options)}))
+    options.explicit = sorted(key for key, value in vars(probe).items()
+                              if value is not not_given and key != "balancing_flag")
+    problem = find_problem(options, profile)
+    if problem:
+        parser.error(problem)
+    return options
+
+
+def flag_message(error, renamed=None):
+    """The message of a library's ValueError with its leading parameter name written as the flag
+    (`renamed` maps a parameter to a flag of another name): "lp 'L3': ..." -> "--lp 'L3': ..."."""
+    message = str(error)
+    match = re.match(r"([a-z_0-9]+)\b(.*)", message, re.DOTALL)
+    if match is None:
+        return message
+    name = (renamed or {}).get(match.group(1), match.group(1))
+    return f"--{name}{match.group(2)}"
+
+
+def model_arguments(options, num_classes):
+    """The keyword arguments of XTaskTSNet for `options` (what a checkpoint stores to rebuild it)."""
+    return dict(enc_layers=options.enc_layers, num_classes=num_classes, batch_norm=options.batch_norm,
+                wider_ttnet=options.wider_ttnet)
+
+
+def loss_arguments(options, num_classes):
+    """The keyword arguments of XTaskLoss for `options`."""
+    return dict(num_classes=num_classes, alpha=options.alpha, gamma=options.gamma,
+                label_smoothing=options.label_smoothing, lp=options.lp, tseg_loss=options.tseg_loss,
+                tdep_loss=options.tdep_loss, ignore_index=options.ignore_index)
+
+
+def balancer_arguments(options):
+    """The balancer's method and keyword arguments for `options`; GradNorm's own Adam takes --lr, and
+    --b1/--b2 in the paper form, torch's default betas in the original form (as the original code)."""
+    betas = ORIGINAL_GRADNORM_BETAS if options.gradnorm_form == "original" else (options.b1, options.b2)
+    return options.balancing, dict(alpha=options.gradnorm_alpha, form=options.gradnorm_form, lr=options.lr,
+                                   betas=betas)
+
+
+def find_problem(options, profile):
+    """The first reason the options cannot run together, or None. The loss, balancing and model
+    settings are checked by building them (cheap: no tensors of any size)."""
+    checks = (
+        (options.height <= 0 or options.height % INPUT_MULTIPLE,
+         f"--height {options.height}: expected a positive multiple of {INPUT_MULTIPLE}"),
+        (options.width <= 0 or options.width % INPUT_MULTIPLE,
+         f"--width {options.width}: expected a positive multiple of {INPUT_MULTIPLE}"),
+        (options.num_classes not in profile.class_counts,
+         f"--num_classes {options.num_classes}: {profile.name} supports {profile.class_counts}"),
+        (options.epochs < 1, f"--epochs {options.epochs}: expected at least 1"),
+        (options.batch_size < 1, f"--batch_size {options.batch_size}: expected at least 1"),
+        (options.workers < 0, f"--workers {options.workers}: expected 0 or more"),
+        (options.lr <= 0, f"--lr {options.lr}: expected a positive learning rate"),
+        (options.momentum < 0, f"--momentum {options.momentum}: expected 0 or more"),
+        (options.scheduler_step_size < 1,
+         f"--scheduler_step_size {options.scheduler_step_size}: expected at least 1"),
+        (options.infer_only and options.exp_num is None, "--infer_only needs --exp_num N"),
+        (options.exp_num is not None and not options.infer_only, "--exp_num is used with --infer_only only"),
+        (options.show and options.no_plots, "--show and --no_plots contradict each other"),
+        (options.view_only and options.no_plots, "--view_only and --no_plots contradict each other"),
+        (options.pretrained_weights and not options.use_pretrain,
+         "--pretrained_weights is used with --use_pretrain only"),
+        (options.multiple_gpu, "--multiple_gpu (DataParallel in the original) is not supported: several GPUs "
+         "are to be used through torchrun (DistributedDataParallel); this version trains on one device"),
+    )
+    for failed, message in checks:
+        if failed:
+            return message
+    try:
+        XTaskLoss(**loss_arguments(options, options.num_classes))
+    except ValueError as error:
+        return flag_message(error)
+    method, arguments = balancer_arguments(options)
+    try:
+        make_balancer(method, **arguments)
+    except ValueError as error:
+        return flag_message(error, BALANCER_FLAGS)
+    return None
+
+
+def build_model(options, num_classes):
+    """XTaskTSNet for `options` (on the CPU; ImageNet weights loaded when asked), seeded from --seed;
+    a missing or unreadable weights file is a UserInputError naming the flag."""
+    torch.manual_seed(options.seed)
+    try:
+        return XTaskTSNet(**model_arguments(options, num_classes), use_pretrain=options.use_pretrain,
+                          pretrained_weights=options.pretrained_weights)
+    except ValueError as error:
+        raise UserInputError(flag_message(error)) from None
