@@ -1,15 +1,22 @@
 """Training-step throughput of each loss balancing method, GradNorm in both of its forms.
 
-Run: python bench/balancing_step.py [--cpu] [--height 64 --width 128 --batch_size 4 --steps 5]
-Prints images/s per method and the ratio against the plain sum, all measured in this one process, with
-the engine's own training step (training.engine.train_step).
+Run: python bench/balancing_step.py [--cpu] [--height 64 --width 128 --batch_size 4 --steps 5 --repeats 3]
+         [--cases none uncertainty gradnorm:paper gradnorm:original]
+Each case is warmed up by one step, then timed over `--repeats` interleaved rounds of `--steps` steps,
+each step on its own; it prints images/s at the median step time (robust to a busy machine), the
+fastest and slowest step and the ratio against the first case (the plain sum by default), then the
+floating-point operations of one more step and the same ratio on them (independent of the machine's
+load). All cases run in this one process, with the engine's own training step
+(training.engine.train_step).
 """
 import argparse
 import os
+import statistics
 import sys
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -17,35 +24,50 @@ from losses import XTaskLoss, make_balancer  # noqa: E402
 from models import XTaskTSNet  # noqa: E402
 from training.engine import TrainingParts, train_step  # noqa: E402
 
-CASES = (("none", "paper"), ("uncertainty", "paper"), ("gradnorm", "paper"), ("gradnorm", "original"))
+CASES = ("none", "uncertainty", "gradnorm:paper", "gradnorm:original")
 
 
-def measure(method, form, options, device):
-    """Images per second of `options.steps` timed training steps (after one warm-up step)."""
+def build_case(case, options, device):
+    """TrainingParts for `case` ("method" or "method:form"), from the same seeded model."""
+    method, _, form = case.partition(":")
     torch.manual_seed(0)
     model = XTaskTSNet(options.enc_layers, 7).to(device)
-    balancer = make_balancer(method, form=form).to(device)
+    balancer = make_balancer(method, form=form or "paper").to(device)
     optimizer = torch.optim.Adam(list(model.parameters()) + balancer.model_parameters(), lr=1e-4)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1)
-    parts = TrainingParts(model, XTaskLoss(7, 0.01, 0.01), balancer, optimizer, scheduler)
-    batch = (torch.randn(options.batch_size, 3, options.height, options.width),
-             torch.randint(0, 7, (options.batch_size, options.height, options.width)),
-             torch.rand(options.batch_size, 1, options.height, options.width))
     balancer.start_epoch(1)
     model.train()
-    for step in range(options.steps + 1):
-        if step == 1:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-        train_step(parts, batch, device)
+    return TrainingParts(model, XTaskLoss(7, 0.01, 0.01), balancer, optimizer, scheduler)
+
+
+def synchronize(device):
+    """Wait for the device's queued work (CUDA only)."""
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return options.steps * options.batch_size / (time.perf_counter() - start)
+
+
+def step_seconds(parts, batch, steps, device):
+    """The wall-clock duration of each of `steps` consecutive training steps on `batch`, in seconds."""
+    durations = []
+    for _ in range(steps):
+        synchronize(device)
+        start = time.perf_counter()
+        train_step(parts, batch, device)
+        synchronize(device)
+        durations.append(time.perf_counter() - start)
+    return durations
+
+
+def step_flops(parts, batch, device):
+    """Floating-point operations of one training step on `batch` (matrix products and convolutions, the
+    forward and every backward pass), counted by torch.utils.flop_counter: independent of the machine's load."""
+    with FlopCounterMode(display=False) as counter:
+        train_step(parts, batch, device)
+    return counter.get_total_flops()
 
 
 def main():
-    """Measure every method and print the table."""
+    """Time every case in interleaved rounds and print the table of median step throughputs."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu", action="store_true")
     parser.add_argument("--enc_layers", type=int, default=18)
@@ -53,16 +75,31 @@ def main():
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--batch_size", type=int, default=4)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
     options = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() and not options.cpu else "cpu")
     print(f"device {device}, ResNet-{options.enc_layers}, {options.batch_size} x {options.height}x{options.width}, "
-          f"{options.steps} timed steps each")
-    baseline = None
-    for method, form in CASES:
-        throughput = measure(method, form, options, device)
-        baseline = baseline or throughput
-        label = f"{method} ({form} form)" if method == "gradnorm" else method
-        print(f"{label:<26}{throughput:>8.2f} img/s   ratio vs none {throughput / baseline:.3f}")
+          f"median of {options.repeats} interleaved rounds x {options.steps} timed steps per case")
+    batch = (torch.randn(options.batch_size, 3, options.height, options.width),
+             torch.randint(0, 7, (options.batch_size, options.height, options.width)),
+             torch.rand(options.batch_size, 1, options.height, options.width))
+    parts = {case: build_case(case, options, device) for case in options.cases}
+    for case in options.cases:
+        step_seconds(parts[case], batch, 1, device)
+    durations = {case: [] for case in options.cases}
+    for _ in range(options.repeats):
+        for case in options.cases:
+            durations[case] += step_seconds(parts[case], batch, options.steps, device)
+    flops = {case: step_flops(parts[case], batch, device) for case in options.cases}
+    baseline = options.cases[0]
+    for case in options.cases:
+        method, _, form = case.partition(":")
+        label = f"{method} ({form} form)" if form else method
+        median = statistics.median(durations[case])
+        print(f"{label:<26}{options.batch_size / median:>8.2f} img/s  (steps {min(durations[case]):.3f}-"
+              f"{max(durations[case]):.3f} s)  ratio vs {baseline} {statistics.median(durations[baseline]) / median:.3f}"
+              f"  |  {flops[case] / 1e9:.1f} GFLOP/step  ratio {flops[baseline] / flops[case]:.3f}")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ from torchvision.datasets import Cityscapes
 
 from data.common import check_label_values, check_same_size, read_npy_sample, read_png
 from data.dataset import MultiTaskDataset
-from data.layouts import CITYSCAPES_MTAN, CITYSCAPES_RAW, NYU_MTAN, detect_layout, list_npy_samples, require_folder
+from data.layouts import (CITYSCAPES_MTAN, CITYSCAPES_RAW, NYU_MTAN, check_not_broken_link, detect_layout,
+                          list_npy_samples, require_folder)
 from data.transforms import resize_sample
 from utils.errors import UserInputError
 
@@ -121,6 +122,8 @@ def list_raw_samples(root: Path, split: str) -> list:
         city, prefix = image_path.parent.name, image_path.name[: -len(IMAGE_SUFFIX)]
         label_path = label_split / city / (prefix + LABEL_SUFFIX)
         disparity_path = disparity_split / city / (prefix + DISPARITY_SUFFIX)
+        for path in (label_path, disparity_path):
+            check_not_broken_link(path)
         missing = [str(path) for path in (label_path, disparity_path) if not path.is_file()]
         if missing:
             raise UserInputError(f"image {image_path} has no matching {' or '.join(missing)}; expected both "
@@ -134,9 +137,9 @@ def list_raw_samples(root: Path, split: str) -> list:
 
 def read_raw_sample(paths: tuple, label_lookup: np.ndarray, height: int, width: int) -> tuple:
     """Read one raw sample and resize it to height x width (the 8-bit image INTER_AREA, label ids and
-    raw disparity centred nearest neighbour (INTER_NEAREST_EXACT), before converting them): image float32 [H, W, 3] (RGB, [0, 1]),
-    segmentation int64 [H, W] (label ids mapped through `label_lookup`), disparity float32 [H, W]
-    (pixels / 256)."""
+    raw disparity centred nearest neighbour (INTER_NEAREST_EXACT), before converting them): image uint8
+    [H, W, 3] (RGB, 0..255; data.transforms.image_as_float makes it float32 in [0, 1]), segmentation
+    int64 [H, W] (label ids mapped through `label_lookup`), disparity float32 [H, W] (pixels / 256)."""
     image_path, label_path, disparity_path = paths
     image = read_png(image_path)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
@@ -153,8 +156,7 @@ def read_raw_sample(paths: tuple, label_lookup: np.ndarray, height: int, width: 
     check_label_values(label_ids, label_path, 0, CITYSCAPES_MAX_LABEL_ID,
                        f"Cityscapes label ids 0..{CITYSCAPES_MAX_LABEL_ID}")
     image, label_ids, raw_disparity = resize_sample(image, label_ids, raw_disparity, height, width)
-    rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB).astype(np.float32) / np.float32(255)
-    return rgb, label_lookup[label_ids], disparity_from_raw(raw_disparity)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), label_lookup[label_ids], disparity_from_raw(raw_disparity)
 
 
 class CityscapesDataset(MultiTaskDataset):
@@ -163,13 +165,17 @@ class CityscapesDataset(MultiTaskDataset):
     Samples are (image [3, H, W] float32 ImageNet-normalised, segmentation [H, W] int64 with
     `ignore_index` for ignored pixels, depth [1, H, W] float32 disparity / 256 with 0 invalid), at
     height x width (image INTER_AREA, labels and disparity INTER_NEAREST_EXACT).
+
+    cache: True reads the samples from the split's preprocessed cache (data.cache) in the user cache
+    folder, building it in the constructor when there is none for these settings and files; a folder
+    path puts the cache there; False reads the files on every access.
     """
 
     depth_is_disparity = True
     normalise_image = True
 
     def __init__(self, root, split: str, height: int = 128, width: int = 256, num_classes: int = 7,
-                 ignore_index: int = 250, augment: bool = False, seed: int = 0):
+                 ignore_index: int = 250, augment: bool = False, seed: int = 0, *, cache=True):
         """root: dataset folder in either Cityscapes layout; split: e.g. "train" or "val"."""
         check_cityscapes_class_count(num_classes)
         root = Path(root)
@@ -186,6 +192,8 @@ class CityscapesDataset(MultiTaskDataset):
         self.label_lookup = cityscapes_label_lookup(num_classes, ignore_index)
         super().__init__(root, split, samples, cityscapes_class_table(num_classes), (height, width), ignore_index,
                          augment, seed)
+        if cache is not False:
+            self.use_cache(None if cache is True else cache)
 
     def read_sample(self, sample: tuple) -> tuple:
         """Read one sample of either layout at height x width (see MultiTaskDataset.read_sample)."""

@@ -6,6 +6,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from data.layouts import check_not_broken_link
 from data.transforms import resize_sample
 from utils.errors import UserInputError
 
@@ -19,6 +20,7 @@ IMAGE_RANGE_TOLERANCE = 1e-3
 def read_png(path: Path) -> np.ndarray:
     """Decode a PNG file as stored (bit depth and channels unchanged; colour channels in OpenCV's
     BGR order). A missing, truncated or undecodable file is a UserInputError."""
+    check_not_broken_link(Path(path))
     try:
         encoded = Path(path).read_bytes()
     except OSError as error:
@@ -36,6 +38,7 @@ def read_png(path: Path) -> np.ndarray:
 def read_npy(path: Path, header_only: bool = False) -> np.ndarray:
     """Load a numeric array from a .npy file (memory-mapped without reading the data when
     `header_only`, to learn its shape). A missing, truncated or non-numeric file is a UserInputError."""
+    check_not_broken_link(Path(path))
     try:
         with open(path, "rb") as file:
             magic = file.read(len(NPY_MAGIC))
@@ -74,7 +77,10 @@ def check_same_size(named_maps: tuple) -> None:
 
 
 def check_image_values(image: np.ndarray, path: Path) -> None:
-    """Raise UserInputError unless the float image holds finite values in [0, 1]."""
+    """Raise UserInputError unless the image is a number array (not bool) of finite values in [0, 1]."""
+    if image.dtype == np.bool_:
+        raise UserInputError(f"{path} holds a bool image; expected float values in [0, 1] (the MTAN release "
+                             "stores float32)")
     if not np.isfinite(image).all():
         raise UserInputError(f"{path} holds NaN or infinite image values; expected values in [0, 1]")
     low, high = float(image.min()), float(image.max())

@@ -1,15 +1,15 @@
-"""The sample pipeline every dataset shares (Cityscapes, NYUv2, ...): read (at the output size), augment
-(training), normalise, convert to tensors; class names and plot colours; and the random stream that
-drives the augmentation."""
+"""The sample pipeline every dataset shares (Cityscapes, NYUv2, ...): read (at the output size, from the
+files or from the split's preprocessed cache), augment (training), normalise, convert to tensors; class
+names and plot colours; and the random stream that drives the augmentation."""
 
 import os
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 
+from data.cache import cached_sample, find_or_build_cache, open_cache_arrays
 from data.common import check_ignore_index, check_output_size
-from data.transforms import normalise_imagenet, random_augment, to_tensors
+from data.transforms import image_as_float, normalise_imagenet, random_augment, to_tensors
 
 SEED_MODULUS = 2 ** 64  # numpy seed sequences take non-negative integers
 
@@ -19,19 +19,24 @@ class MultiTaskDataset(Dataset):
     implements `read_sample` (arrays at height x width); this class turns a read sample into
     `(image [3, H, W] float32, segmentation [H, W] int64, depth [1, H, W] float32)`.
 
+    Cache: after `use_cache()` (the subclasses call it unless built with cache=False) samples come
+    from the split's preprocessed cache (data.cache), built on first use by reading every sample once
+    with `read_sample`; `load_sample` gives the same arrays either way, so augmentation and the
+    returned tensors are identical. `cache_folder` is the cache's folder (None: files read directly).
+    The memory maps are opened lazily in each process and left out of the pickled state, so a dataset
+    sent to DataLoader workers carries no array data and no open file.
+
     Validity comes from the values: segmentation == ignore_index marks unlabelled pixels, depth == 0
     missing depth. Attributes: `layout`, `num_classes`, `ignore_index`, `class_names` (tuple of C
     names), `class_colours` (tuple of C RGB triples), `palette` (the colours as uint8 [C, 3]),
     `height`, `width`, `augment`, `seed`, `split`, `root`.
 
-    Randomness: with `augment` on, each process draws from its own `numpy.random.Generator`, created
-    lazily on first use from (seed, DataLoader worker id + 1 (0 in the main process),
-    torch.initial_seed()). Inside a DataLoader worker, torch.initial_seed() is the loader's base seed
-    plus the worker id, and the base seed is drawn afresh from the loader's (or the global, seeded
-    by --seed) torch generator for every epoch; so the streams differ between workers and between
-    epochs, and a run is reproducible from --seed. The generator is re-created whenever the process
-    or its torch seed changes, so a copy of a dataset sent to a worker never replays the parent's
-    stream. With `augment` off a sample is a pure function of its files.
+    Randomness: with `augment` on, sample `index` of epoch `epoch` is augmented by its own
+    `numpy.random.Generator` seeded with (seed, epoch, index). Nothing random is carried from one sample
+    to the next, so the augmentation is the same whatever the number of DataLoader workers (or
+    processes), differs between samples and between epochs, and a resumed run continues exactly: the
+    training loop calls `set_epoch(epoch)` before each epoch (the loader starts its workers per
+    epoch, so they get the epoch). With `augment` off a sample is a pure function of its files.
     """
 
     layout = ""
@@ -40,7 +45,8 @@ class MultiTaskDataset(Dataset):
 
     def __init__(self, root, split: str, samples: list, classes: tuple, size: tuple, ignore_index: int,
                  augment: bool, seed: int):
-        """samples: one entry per sample, handed to `read_sample`; classes: (names, colours), one name
+        """samples: one tuple of file paths per sample (image, label, depth), handed to `read_sample`
+        (the cache's key records those files' names, sizes and mtimes); classes: (names, colours), one name
         and one (r, g, b) colour per class in label order (their number is num_classes); size:
         (height, width) of the output."""
         class_names, class_colours = classes
@@ -61,8 +67,11 @@ class MultiTaskDataset(Dataset):
         self.class_colours = tuple(class_colours)
         self.augment = augment
         self.seed = seed
-        self._generator = None
-        self._generator_owner = None
+        self.epoch = 1
+        self.cache_folder = None
+        self.cache_manifest = None
+        self._cached_arrays = None
+        self._cached_arrays_pid = None
 
     @property
     def palette(self) -> np.ndarray:
@@ -70,10 +79,37 @@ class MultiTaskDataset(Dataset):
         return np.array(self.class_colours, dtype=np.uint8)
 
     def read_sample(self, sample) -> tuple:
-        """Read one sample resized to height x width (see resize_sample): image float32 [H, W, 3] in
-        [0, 1], segmentation int64 [H, W] (ignore_index where unlabelled), depth float32 [H, W] (0
-        where missing)."""
+        """Read and check one sample's files, resized to height x width (see resize_sample): image
+        float32 [H, W, 3] in [0, 1] or uint8 [H, W, 3] (255 x those values; load_sample divides),
+        segmentation int64 [H, W] (ignore_index where unlabelled), depth float32 [H, W] (0 where
+        missing). Bad files raise a UserInputError naming them."""
         raise NotImplementedError
+
+    def use_cache(self, cache_dir=None, progress: bool = True):
+        """Read samples from the split's preprocessed cache from now on, building it first when there is
+        none for these settings and files (every sample read and checked once, in parallel, with a
+        progress bar unless `progress` is False). cache_dir: None for data.cache.default_cache_dir.
+        Returns the cache folder (a Path)."""
+        self.cache_folder, self.cache_manifest = find_or_build_cache(self, cache_dir, progress)
+        self._cached_arrays = None
+        return self.cache_folder
+
+    def load_sample(self, index: int) -> tuple:
+        """Sample `index` before augmentation, from the cache when on, else from its files: image
+        float32 [H, W, 3] in [0, 1], segmentation int64 [H, W], depth float32 [H, W] (new arrays)."""
+        if self.cache_folder is None:
+            image, segmentation, depth = self.read_sample(self.samples[index])
+            return image_as_float(image), segmentation, depth
+        if self._cached_arrays is None or self._cached_arrays_pid != os.getpid():
+            self._cached_arrays = open_cache_arrays(self.cache_folder)
+            self._cached_arrays_pid = os.getpid()
+        return cached_sample(self._cached_arrays, self.cache_manifest, index)
+
+    def __getstate__(self) -> dict:
+        """The pickled state: everything but this process's memory maps of the cache."""
+        state = self.__dict__.copy()
+        state["_cached_arrays"] = None
+        return state
 
     def __len__(self) -> int:
         """Number of samples in the split."""
@@ -81,20 +117,18 @@ class MultiTaskDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple:
         """Sample `index` as (image [3, H, W] float32, segmentation [H, W] int64, depth [1, H, W] float32)."""
-        image, segmentation, depth = self.read_sample(self.samples[index])
+        image, segmentation, depth = self.load_sample(index)
         if self.augment:
-            image, segmentation, depth = random_augment(image, segmentation, depth, self.random_generator(),
+            image, segmentation, depth = random_augment(image, segmentation, depth, self.random_generator(index),
                                                         self.depth_is_disparity)
         if self.normalise_image:
             image = normalise_imagenet(image)
         return to_tensors(image, segmentation, depth)
 
-    def random_generator(self) -> np.random.Generator:
-        """This process's augmentation generator (see the class docstring for how it is seeded)."""
-        worker = get_worker_info()
-        owner = (os.getpid(), torch.initial_seed())
-        if self._generator is None or self._generator_owner != owner:
-            worker_number = 0 if worker is None else worker.id + 1
-            self._generator = np.random.default_rng([self.seed % SEED_MODULUS, worker_number, torch.initial_seed()])
-            self._generator_owner = owner
-        return self._generator
+    def set_epoch(self, epoch: int) -> None:
+        """Make the augmentation of the following samples that of epoch `epoch` (1-based)."""
+        self.epoch = epoch
+
+    def random_generator(self, index: int) -> np.random.Generator:
+        """The augmentation generator of sample `index` in the current epoch."""
+        return np.random.default_rng([self.seed % SEED_MODULUS, self.epoch, index])

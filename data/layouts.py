@@ -1,6 +1,7 @@
 """The three on-disk dataset layouts: telling them apart from their folders, and listing the
 `{index}.npy` samples of the two MTAN-preprocessed releases."""
 
+import os
 from pathlib import Path
 
 from utils.errors import UserInputError
@@ -80,6 +81,12 @@ def require_folder(folder: Path, description: str) -> Path:
         found = folder_names(parent) if parent.is_dir() else "no such folder either"
         raise UserInputError(f"missing {description}: expected a folder {folder}, but {parent} holds {found}")
     return folder
+
+
+def check_not_broken_link(path: Path) -> None:
+    """UserInputError when `path` is a symbolic link whose target does not exist."""
+    if path.is_symlink() and not path.exists():
+        raise UserInputError(f"{path} is a broken link: it points to {os.readlink(path)}, which does not exist")
 
 
 def numbered_npy_files(folder: Path) -> dict:

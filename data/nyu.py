@@ -41,13 +41,14 @@ class NYUv2Dataset(MultiTaskDataset):
 
     height, width: output size; None keeps the size of the split's first image (288 x 384 in the
     MTAN release). Other sizes are resized as for Cityscapes (image INTER_AREA, labels and depth
-    INTER_NEAREST_EXACT). num_classes: 13, the only NYUv2 class set.
+    INTER_NEAREST_EXACT). num_classes: 13, the only NYUv2 class set. cache: the split's preprocessed
+    cache, as for CityscapesDataset.
     """
 
     layout = NYU_MTAN
 
     def __init__(self, root, split: str, height: int = None, width: int = None, num_classes: int = 13,
-                 ignore_index: int = -1, augment: bool = False, seed: int = 0):
+                 ignore_index: int = -1, augment: bool = False, seed: int = 0, *, cache=True):
         """root: the NYUv2 MTAN folder; split: "train" or "val"."""
         check_nyu_class_count(num_classes)
         root = Path(root)
@@ -65,6 +66,8 @@ class NYUv2Dataset(MultiTaskDataset):
             width = stored_shape[1] if width is None else width
         super().__init__(root, split, samples, (NYU_13_CLASS_NAMES, NYU_13_COLOURS), (height, width), ignore_index,
                          augment, seed)
+        if cache is not False:
+            self.use_cache(None if cache is True else cache)
 
     def read_sample(self, sample: tuple) -> tuple:
         """Read one sample at height x width (see MultiTaskDataset.read_sample)."""

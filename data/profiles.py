@@ -27,7 +27,7 @@ DEMO_SEED = 0
 class DatasetProfile:
     """One dataset as the entry scripts see it.
 
-    name: registry key ("cityscapes", "nyu"); description: the entry script's argparse description;
+    name: registry key ("cityscapes", "nyu"); entry_script: the script that trains on it; description: the entry script's argparse description;
     dataset_class: the MultiTaskDataset subclass; defaults: flag defaults of the entry script;
     class_counts: the supported --num_classes values; depth_label: depth axis label of the figures;
     depth_units: depth units in words; paper_results: the paper's setting (num_classes, height,
@@ -37,6 +37,7 @@ class DatasetProfile:
     """
 
     name: str
+    entry_script: str
     description: str
     dataset_class: type
     defaults: dict
@@ -50,10 +51,11 @@ class DatasetProfile:
     demo_writer: Callable
 
     def build_dataset(self, root, split: str, *, height: int, width: int, num_classes: int, ignore_index: int,
-                      augment: bool, seed: int):
-        """The `split` dataset under `root`, built by `dataset_class` from these settings."""
+                      augment: bool, seed: int, cache=True):
+        """The `split` dataset under `root`, built by `dataset_class` from these settings (cache: True,
+        False or the cache folder, as for CityscapesDataset)."""
         return self.dataset_class(root, split, height=height, width=width, num_classes=num_classes,
-                                  ignore_index=ignore_index, augment=augment, seed=seed)
+                                  ignore_index=ignore_index, augment=augment, seed=seed, cache=cache)
 
     def write_demo_data(self, root):
         """Write the demo dataset (`demo_data`, seed 0) under `root` with `demo_writer`; returns `root`
@@ -67,6 +69,7 @@ class DatasetProfile:
 
 CITYSCAPES = DatasetProfile(
     name="cityscapes",
+    entry_script="main_cross_cs.py",
     description="Cross-task consistency learning on Cityscapes (segmentation + disparity).",
     dataset_class=CityscapesDataset,
     defaults=dict(input_path="data/cityscapes", height=128, width=256, num_classes=7, epochs=250,
@@ -86,6 +89,7 @@ CITYSCAPES = DatasetProfile(
 
 NYUV2 = DatasetProfile(
     name="nyu",
+    entry_script="main_cross_nyu.py",
     description="Cross-task consistency learning on NYUv2 (13-class segmentation + depth in metres).",
     dataset_class=NYUv2Dataset,
     defaults=dict(input_path="data/nyu", height=288, width=384, num_classes=13, epochs=100, batch_size=6,

@@ -78,6 +78,14 @@ def random_augment(image: np.ndarray, segmentation: np.ndarray, depth: np.ndarra
     return scale_crop(image, segmentation, depth, scale, top, left, depth_is_disparity)
 
 
+def image_as_float(image: np.ndarray) -> np.ndarray:
+    """Image [H, W, 3] as a new float32 array in [0, 1]: uint8 values (0..255) divided by 255, float
+    values (float16, float32, float64) converted to float32."""
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / np.float32(255)
+    return np.array(image, dtype=np.float32)
+
+
 def normalise_imagenet(image: np.ndarray) -> np.ndarray:
     """Image float32 [H, W, 3] in [0, 1] standardised with the ImageNet channel mean and std."""
     return (image - np.array(IMAGENET_MEAN, dtype=np.float32)) / np.array(IMAGENET_STD, dtype=np.float32)

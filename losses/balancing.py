@@ -9,8 +9,10 @@ GradNorm has two forms: "paper" (Chen et al. 2018; the weights get only the grad
 the model only that of the total) and "original" (the procedure of the original xtask_mt code, whose
 L_grad also reaches the model's gradients; see `GradNorm`).
 """
+import functools
 import inspect
 import math
+import weakref
 
 import torch
 from torch import nn
@@ -108,6 +110,7 @@ class GradNorm(LossBalancer):
             self.register_buffer("current_epoch", torch.ones((), dtype=torch.long))
             self.register_buffer("steps_taken", torch.zeros((), dtype=torch.long))
         self.optimizer = torch.optim.Adam([self.task_weight], lr=lr, betas=betas)
+        self.activation_recorder = None
 
     def combine(self, groups):
         """sum_k w_k * group_k (paper) or sum_k t_k * group_k (original), the weights detached."""
@@ -116,10 +119,29 @@ class GradNorm(LossBalancer):
         return (self.task_weight.detach() * groups).sum()
 
     def shared_weight(self, model):
-        """The model's last shared layer (paper) or conv2 of the encoder's last block (original)."""
+        """The model's last shared layer (paper) or conv2 of the encoder's last block (original). The paper
+        form also puts one forward hook on the model's last shared stage (kept until `remove_hooks()` or a
+        call with another model): from the next forward on, its backward splits the gradient by group at
+        that stage's output instead of traversing each group's decoder once more."""
         if self.form == "original":
             return model.last_block_conv2_weight
+        stage = last_shared_stage(model)
+        if self.activation_recorder is None or not self.activation_recorder.records(stage):
+            self.remove_hooks()
+            if stage is not None:
+                self.activation_recorder = ActivationRecorder(stage)
         return model.last_shared_weight
+
+    def remove_hooks(self):
+        """Take the paper form's forward hook off the model `shared_weight` was last called with."""
+        if self.activation_recorder is not None:
+            self.activation_recorder.remove()
+            self.activation_recorder = None
+
+    def __getstate__(self):
+        """State for copy and pickle, without the paper form's forward hook: a copy places its own at its
+        first `shared_weight(model)`."""
+        return {**super().__getstate__(), "activation_recorder": None}
 
     def start_epoch(self, epoch):
         """Record the epoch (1-based): the original form refreshes L0 only during epoch 1."""
@@ -142,15 +164,25 @@ class GradNorm(LossBalancer):
 
     def _backward_paper(self, groups, shared_weight):
         """Gradient norms of each group at `shared_weight`, one backward pass of the total, and the
-        gradient of L_grad into the weights only."""
+        gradient of L_grad into the weights only. The norms come from that one pass when the activation
+        recorded by `shared_weight(model)` splits this graph by group (see `activation_consumers`) and no
+        weight is 0 (the pass carries w_k-weighted gradients), otherwise from one extra backward pass per
+        group."""
         detached_groups = groups.detach()
         if torch.isnan(self.initial_losses).any():
             self.initial_losses.copy_(detached_groups)
-        gradient_norms = torch.stack([
-            torch.linalg.vector_norm(torch.autograd.grad(group, shared_weight, retain_graph=True)[0])
-            for group in groups])
+        activation = self.activation_recorder.take() if self.activation_recorder is not None else None
+        consumers_per_group = activation_consumers(groups, activation, shared_weight)
         total = self.combine(groups)
-        total.backward()
+        if consumers_per_group is None or not torch.all(self.task_weight != 0):
+            gradient_norms = torch.stack([
+                torch.linalg.vector_norm(torch.autograd.grad(group, shared_weight, retain_graph=True)[0])
+                for group in groups])
+            total.backward()
+        else:
+            split = GroupGradientSplit(activation, consumers_per_group, shared_weight)
+            split.backward(total)
+            gradient_norms = split.shared_weight_norms() / self.task_weight.detach().abs()
         weighted_norms = self.task_weight * gradient_norms
         loss_ratio = detached_groups / self.initial_losses
         relative_rate = loss_ratio / loss_ratio.mean()
@@ -204,6 +236,133 @@ class GradNorm(LossBalancer):
         """The weights applied to each group: w_k (paper) or t_k (original)."""
         values = self.effective_weights().detach().tolist()
         return {f"w_{name}": value for name, value in zip(GROUP_NAMES, values)}
+
+
+class ActivationRecorder:
+    """Forward hook that keeps the latest output of one module while that output requires grad; the
+    module's hooks hold this recorder, the recorder holds only a weak reference to the module."""
+
+    def __init__(self, module):
+        self.module = weakref.ref(module)
+        self.activation = None
+        self.handle = module.register_forward_hook(self)
+
+    def __call__(self, module, inputs, output):
+        """Keep `output` when autograd records it (training), otherwise nothing."""
+        self.activation = output if isinstance(output, torch.Tensor) and output.requires_grad else None
+
+    def records(self, module):
+        """Whether this recorder is the hook on `module`."""
+        return self.module() is module
+
+    def take(self):
+        """The recorded activation (or None), no longer kept here."""
+        activation, self.activation = self.activation, None
+        return activation
+
+    def remove(self):
+        """Take the hook off the module and drop the recorded activation."""
+        self.handle.remove()
+        self.activation = None
+
+
+def last_shared_stage(model):
+    """The module whose output is the model's last shared activation (`model.encoder.stage4`, the one
+    that holds GradNorm's shared layer), or None for a model without one."""
+    return getattr(getattr(model, "encoder", None), "stage4", None)
+
+
+def activation_consumers(groups, activation, shared_weight):
+    """For each group, the autograd nodes that take `activation` as an input, as {node: input positions}.
+
+    None unless the graph splits by group at `activation`: `groups` is a torch.stack of the group losses,
+    every path from them to `shared_weight` passes through `activation`, each group reaches `activation`
+    and no node reaching it is shared by two groups. Then group k's gradient at `activation` is what its
+    nodes send there, and its gradient at `shared_weight` follows from that through the layers between.
+    """
+    stack = groups.grad_fn
+    if (activation is None or activation.grad_fn is None or not shared_weight.requires_grad
+            or stack is None or stack.name() != "StackBackward0"):
+        return None
+    consumers_per_group = [consumers_within(root, activation, shared_weight) for root, _ in stack.next_functions]
+    if not all(consumers_per_group):
+        return None
+    nodes = [node for consumers in consumers_per_group for node in consumers]
+    if len(set(nodes)) != len(nodes):
+        return None
+    return consumers_per_group
+
+
+def consumers_within(root, activation, shared_weight):
+    """The nodes of the graph under `root` (not crossing `activation`) that take `activation` as an
+    input, as {node: input positions}; None when that graph reaches `shared_weight` other than through
+    `activation`, or takes another output of the node that made it."""
+    producer, output_index = activation.grad_fn, activation.output_nr
+    if root is None or root is producer or getattr(root, "variable", None) is shared_weight:
+        return None
+    consumers = {}
+    pending, reached = [root], {root}
+    while pending:
+        node = pending.pop()
+        for position, (child, child_output) in enumerate(node.next_functions):
+            if child is producer:
+                if child_output != output_index:
+                    return None
+                consumers.setdefault(node, []).append(position)
+            elif getattr(child, "variable", None) is shared_weight:
+                return None
+            elif child is not None and child not in reached:
+                reached.add(child)
+                pending.append(child)
+    return consumers
+
+
+class GroupGradientSplit:
+    """One backward pass that also yields each group's gradient at the shared weight.
+
+    Hooks on each group's consumers of `activation` (from `activation_consumers`) add up that group's share
+    of the gradient there, w_k d group_k / d activation. When the pass reaches `activation`, a pre-hook
+    carries each share on to `shared_weight` through the layers in between (nested passes that keep the
+    graph for the outer one) before the outer pass frees those layers' saved tensors."""
+
+    def __init__(self, activation, consumers_per_group, shared_weight):
+        self.activation = activation
+        self.consumers_per_group = consumers_per_group
+        self.shared_weight = shared_weight
+        self.shares = [None] * len(consumers_per_group)
+        self.shared_weight_gradients = None
+
+    def backward(self, total):
+        """Backward pass of `total` with the hooks on; they are removed afterwards."""
+        handles = [node.register_hook(functools.partial(self._add_share, group_index, positions))
+                   for group_index, consumers in enumerate(self.consumers_per_group)
+                   for node, positions in consumers.items()]
+        handles.append(self.activation.grad_fn.register_prehook(self._carry_shares))
+        try:
+            total.backward()
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def shared_weight_norms(self):
+        """||w_k d group_k / d shared_weight|| for each group, after `backward`."""
+        return torch.stack([torch.linalg.vector_norm(gradient) for gradient in self.shared_weight_gradients])
+
+    def _add_share(self, group_index, positions, grad_inputs, grad_outputs):
+        """Post-hook of a consumer node: add what it sends to `activation` to its group's share."""
+        for position in positions:
+            share = self.shares[group_index]
+            self.shares[group_index] = grad_inputs[position] if share is None else share + grad_inputs[position]
+
+    def _carry_shares(self, grad_outputs):
+        """Pre-hook of the node that made `activation`: carry every share on to `shared_weight`, once (the
+        nested passes start at this node too)."""
+        if self.shared_weight_gradients is not None:
+            return
+        self.shared_weight_gradients = []
+        for share in self.shares:
+            self.shared_weight_gradients.append(torch.autograd.grad(
+                self.activation, self.shared_weight, grad_outputs=share, retain_graph=True)[0])
 
 
 BALANCERS = {"none": LossBalancer, "uncertainty": UncertaintyWeights, "gradnorm": GradNorm}

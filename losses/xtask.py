@@ -9,10 +9,15 @@ from losses.segmentation import (TRANSFERRED_SEGMENTATION_LOSSES, segmentation_c
                                  transferred_segmentation_loss)
 
 TRANSFERRED_DEPTH_LOSSES = ("L1", "ssim")
+TASKS = ("segmentation", "depth")
 
 
 class XTaskLossTerms(NamedTuple):
-    """Scalar loss tensors: the four components and the two groups that reach one decoder each."""
+    """Scalar loss tensors: the four components and the two groups that reach one decoder each.
+
+    For a single-task loss every term of the other task and both transferred terms are zero tensors,
+    and the single task's group is its direct loss, so the plain sum of `groups()` is that loss.
+    """
 
     segmentation: torch.Tensor
     depth: torch.Tensor
@@ -37,14 +42,18 @@ class XTaskLoss(nn.Module):
     The transferred depth is compared with the detached direct depth on pixels with ground-truth
     depth > 0; the transferred segmentation with the argmax of the detached direct segmentation on pixels
     whose ground-truth label != ignore_index.
+    With `single_task` ("segmentation" or "depth") the loss is that task's direct loss only: its group
+    is the direct loss (alpha and gamma are not used), the other group and terms are zero.
     """
 
     def __init__(self, num_classes, alpha, gamma, label_smoothing=0.0, lp="L1", tseg_loss="cross",
-                 tdep_loss="L1", ignore_index=250):
+                 tdep_loss="L1", ignore_index=250, single_task=None):
         super().__init__()
         for parameter, weight in (("alpha", alpha), ("gamma", gamma)):
             if not 0.0 <= weight <= 1.0:
                 raise ValueError(f"{parameter} {weight!r}: expected a weight in [0, 1]")
+        if single_task is not None and single_task not in TASKS:
+            raise ValueError(f"single_task {single_task!r}: expected one of {', '.join(TASKS)} (or None for both)")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing {label_smoothing!r}: expected a value in [0, 1)")
         self.num_classes = num_classes
@@ -55,10 +64,14 @@ class XTaskLoss(nn.Module):
         self.lp = resolve_name(lp, DEPTH_LOSSES, "lp")
         self.tseg_loss = resolve_name(tseg_loss, TRANSFERRED_SEGMENTATION_LOSSES, "tseg_loss")
         self.tdep_loss = resolve_name(tdep_loss, TRANSFERRED_DEPTH_LOSSES, "tdep_loss")
+        self.tasks = TASKS if single_task is None else (single_task,)
 
     def forward(self, outputs, segmentation_target, depth_target):
         """XTaskLossTerms for `outputs` (an XTaskOutput), segmentation_target [N,H,W] int64 and
-        depth_target [N,1,H,W] (> 0 where valid). Missing transferred outputs give zero terms."""
+        depth_target [N,1,H,W] (> 0 where valid). Missing transferred outputs give zero terms; a
+        single-task loss reads only that task's direct output and target."""
+        if len(self.tasks) == 1:
+            return self._single_task_terms(outputs, segmentation_target, depth_target)
         segmentation_valid = segmentation_target != self.ignore_index
         depth_valid = depth_target > 0
         segmentation = segmentation_cross_entropy(outputs.segmentation, segmentation_target, self.ignore_index)
@@ -83,4 +96,22 @@ class XTaskLoss(nn.Module):
             transferred_depth=transferred_depth,
             segmentation_group=(1 - self.alpha) * segmentation + self.alpha * transferred_depth,
             depth_group=(1 - self.gamma) * depth + self.gamma * transferred_segmentation,
+        )
+
+    def _single_task_terms(self, outputs, segmentation_target, depth_target):
+        """XTaskLossTerms of a single-task loss: the task's direct loss as its term and its group, zero
+        tensors for everything else."""
+        if self.tasks == ("segmentation",):
+            segmentation = segmentation_cross_entropy(outputs.segmentation, segmentation_target, self.ignore_index)
+            zero = depth = segmentation.new_zeros(())
+        else:
+            depth = depth_loss(outputs.depth, depth_target, depth_target > 0, self.lp)
+            zero = segmentation = depth.new_zeros(())
+        return XTaskLossTerms(
+            segmentation=segmentation,
+            depth=depth,
+            transferred_segmentation=zero,
+            transferred_depth=zero,
+            segmentation_group=segmentation,
+            depth_group=depth,
         )

@@ -44,7 +44,12 @@ class ResNetEncoder(nn.Module):
         self.channels = stage_channels(depth)
         backbone = getattr(torchvision.models, f"resnet{depth}")(weights=None)
         if pretrained:
-            backbone.load_state_dict(self._load_imagenet_state(depth, weights_file))
+            state = self._load_imagenet_state(depth, weights_file)
+            try:
+                backbone.load_state_dict(state)
+            except RuntimeError as error:
+                raise ValueError(f"use_pretrain: {pretrained_weights_path(depth, weights_file)} is not a resnet{depth} "
+                                 f"state dict ({str(error).splitlines()[0]} {str(error).splitlines()[1][:200]})") from None
         self.stage0 = nn.Sequential(backbone.conv1, backbone.bn1, backbone.relu)
         self.stage1 = nn.Sequential(backbone.maxpool, backbone.layer1)
         self.stage2 = backbone.layer2
@@ -63,9 +68,13 @@ class ResNetEncoder(nn.Module):
                 f"(the torch hub cache; set TORCH_HOME to move it) or an explicit file path. "
                 f"Nothing is downloaded at run time; copy the file there, or train without --use_pretrain.")
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:
             raise ValueError(f"use_pretrain: cannot read ResNet weights from {path}: {error}") from error
+        if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
+            raise ValueError(f"use_pretrain: {path} holds a {type(state).__name__}, not a state dict of tensors "
+                             f"(expected torchvision's resnet{depth} weights)")
+        return state
 
     @property
     def last_shared_weight(self):

@@ -1,11 +1,15 @@
 """Loss balancing: uncertainty weights and GradNorm (both forms) against their definitions."""
 import copy
+import gc
+import pickle
+import weakref
 
 import pytest
 import torch
 
 from losses import GradNorm, LossBalancer, UncertaintyWeights, XTaskLoss, make_balancer
-from losses.balancing import GRADNORM_FORMS
+from losses import balancing
+from losses.balancing import GRADNORM_FORMS, activation_consumers
 from models import ResNetEncoder, XTaskTSNet
 
 
@@ -407,3 +411,151 @@ def test_shared_weight_on_resnet50_is_conv3_for_the_paper_form_and_conv2_for_the
     assert GradNorm(form="paper").shared_weight(encoder) is encoder.stage4[-1].conv3.weight
     assert GradNorm(form="original").shared_weight(encoder) is encoder.stage4[-1].conv2.weight
     assert encoder.last_block_conv2_weight is encoder.stage4[-1].conv2.weight
+
+
+def split_batch(seed):
+    """One 64x64 image and its targets: small enough for a ResNet-50 step on the CPU."""
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.randn(1, 3, 64, 64, generator=generator), torch.randint(0, 3, (1, 64, 64), generator=generator),
+            torch.rand(1, 1, 64, 64, generator=generator) + 0.1)
+
+
+def count_split_passes(monkeypatch):
+    """A list that gets one entry per backward pass GradNorm splits by group (the one-pass path)."""
+    passes = []
+    split_backward = balancing.GroupGradientSplit.backward
+
+    def counted(split, total):
+        passes.append(total)
+        return split_backward(split, total)
+
+    monkeypatch.setattr(balancing.GroupGradientSplit, "backward", counted)
+    return passes
+
+
+def paper_gradnorm_steps(model, balancer, batches, shared_weight_of):
+    """Engine-ordered steps (forward, balancer backward, Adam, balancer step) with the shared weight from
+    `shared_weight_of(model)`; per step the model's and the weights' gradients and the total."""
+    criterion = XTaskLoss(3, alpha=0.2, gamma=0.3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    records = []
+    for image, segmentation_target, depth_target in batches:
+        groups = criterion(model(image), segmentation_target, depth_target).groups()
+        optimizer.zero_grad(set_to_none=True)
+        total = balancer.backward(groups, shared_weight_of(model))
+        records.append({"gradients": gradients_of(model), "weight_gradient": balancer.task_weight.grad.clone(),
+                        "total": total})
+        optimizer.step()
+        balancer.step()
+    return records
+
+
+@pytest.mark.parametrize("enc_layers", [18, 50])
+def test_paper_gradnorm_one_pass_split_matches_the_per_group_passes_over_two_steps(enc_layers, monkeypatch):
+    """The recorded activation (forward hook from shared_weight) gives the same model gradients, weight
+    gradients and totals as the per-group passes taken without it, step after step."""
+    torch.manual_seed(20)
+    model = XTaskTSNet(enc_layers, 3)
+    batches = [split_batch(21), split_batch(22)]
+    split_model, split_balancer = copy.deepcopy(model), GradNorm(alpha=0.16, lr=1e-2)
+    passes = count_split_passes(monkeypatch)
+    split_balancer.shared_weight(split_model)
+    split = paper_gradnorm_steps(split_model, split_balancer, batches, split_balancer.shared_weight)
+    assert len(passes) == 2
+    per_group = paper_gradnorm_steps(model, GradNorm(alpha=0.16, lr=1e-2), batches, lambda net: net.last_shared_weight)
+    assert len(passes) == 2
+    for ours, reference in zip(split, per_group):
+        assert_same_tensors(ours["gradients"], reference["gradients"])
+        torch.testing.assert_close(ours["weight_gradient"], reference["weight_gradient"], rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(ours["total"], reference["total"])
+    assert torch.count_nonzero(split[-1]["weight_gradient"]) > 0
+
+
+def test_paper_gradnorm_one_pass_split_matches_the_two_pass_reference(monkeypatch):
+    """The reference of the per-group test above, now through the recorded activation."""
+    model, criterion, *batch = tiny_step_inputs(1)
+    balancer = GradNorm(alpha=0.16, lr=1e-2)
+    with torch.no_grad():
+        balancer.task_weight.copy_(torch.tensor([1.3, 0.7]))
+        balancer.initial_losses.copy_(torch.tensor([2.0, 0.9]))
+    reference_model_grads, reference_weight_grad = reference_gradnorm(
+        model, groups_of(model, criterion, *batch), balancer.task_weight.detach(), balancer.initial_losses, 0.16)
+
+    passes = count_split_passes(monkeypatch)
+    model.zero_grad(set_to_none=True)
+    shared_weight = balancer.shared_weight(model)
+    balancer.backward(groups_of(model, criterion, *batch), shared_weight)
+    assert len(passes) == 1
+    for name, parameter in model.named_parameters():
+        if name in reference_model_grads:
+            torch.testing.assert_close(parameter.grad, reference_model_grads[name], rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(balancer.task_weight.grad, reference_weight_grad, rtol=1e-4, atol=1e-7)
+
+
+def test_paper_gradnorm_takes_the_per_group_passes_when_the_activation_does_not_split_the_graph(monkeypatch):
+    model, criterion, *batch = tiny_step_inputs(4)
+    other_model = copy.deepcopy(model)
+    balancer = GradNorm()
+    passes = count_split_passes(monkeypatch)
+    balancer.shared_weight(model)
+    model(batch[0])
+    foreign_groups = groups_of(other_model, criterion, *batch)
+    balancer.backward(foreign_groups, other_model.last_shared_weight)
+    assert passes == [] and balancer.activation_recorder.activation is None
+
+    groups = groups_of(model, criterion, *batch)
+    activation = balancer.activation_recorder.activation
+    consumers = activation_consumers(groups, activation, model.last_shared_weight)
+    assert [len(group_consumers) for group_consumers in consumers] == [1, 1]
+    assert activation_consumers(groups, activation, model.encoder.stage3[-1].conv2.weight) is None
+    assert activation_consumers(groups.sum() * torch.ones(2), activation, model.last_shared_weight) is None
+    assert activation_consumers(torch.stack((groups.sum(), groups[1])), activation, model.last_shared_weight) is None
+    assert activation_consumers(groups, None, model.last_shared_weight) is None
+
+    with torch.no_grad():
+        balancer.task_weight.copy_(torch.tensor([0.0, 2.0]))
+    balancer.backward(groups, model.last_shared_weight)
+    assert passes == []
+
+
+def test_paper_gradnorm_keeps_one_hook_and_releases_each_step_s_activation():
+    model, criterion, *batch = tiny_step_inputs(5)
+    balancer = GradNorm(lr=1e-2)
+    stage = model.encoder.stage4
+    for _ in range(3):
+        assert balancer.shared_weight(model) is model.last_shared_weight
+    assert len(stage._forward_hooks) == 1
+    activations = []
+    watcher = stage.register_forward_hook(lambda module, inputs, output: activations.append(weakref.ref(output)))
+    for _ in range(3):
+        groups = groups_of(model, criterion, *batch)
+        model.zero_grad(set_to_none=True)
+        balancer.backward(groups, balancer.shared_weight(model))
+        balancer.step()
+        del groups
+        gc.collect()
+        assert balancer.activation_recorder.activation is None
+        assert activations[-1]() is None
+        assert len(stage._forward_hooks) == 2
+    watcher.remove()
+
+    other_model = XTaskTSNet(18, 3)
+    balancer.shared_weight(other_model)
+    assert len(stage._forward_hooks) == 0 and len(other_model.encoder.stage4._forward_hooks) == 1
+    balancer.remove_hooks()
+    assert len(other_model.encoder.stage4._forward_hooks) == 0 and balancer.activation_recorder is None
+    original_form = GradNorm(form="original")
+    original_form.shared_weight(model)
+    assert len(stage._forward_hooks) == 0 and original_form.activation_recorder is None
+
+
+def test_a_copy_of_paper_gradnorm_places_its_own_hook_and_the_balancer_pickles():
+    model, _, image, _, _ = tiny_step_inputs(6)
+    balancer = GradNorm(lr=1e-2)
+    balancer.shared_weight(model)
+    model(image)
+    copied = copy.deepcopy(balancer)
+    assert copied.activation_recorder is None and balancer.activation_recorder.activation is not None
+    assert pickle.loads(pickle.dumps(balancer)).activation_recorder is None
+    copied.shared_weight(model)
+    assert len(model.encoder.stage4._forward_hooks) == 2

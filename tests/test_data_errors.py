@@ -123,10 +123,11 @@ def test_truncated_png_is_named(data_copy, suffix):
     folder = {"leftImg8bit": "leftImg8bit", "gtFine_labelIds": "gtFine", "disparity": "disparity"}[suffix]
     path = raw_path(root, folder, suffix)
     path.write_bytes(path.read_bytes()[:200])
-    dataset = CityscapesDataset(root, "train")
+    dataset = CityscapesDataset(root, "train", cache=False)
     message = message_of(lambda: dataset[0])
     assert str(path) in message and "truncated" in message
     assert dataset[1][0].shape == (3, 128, 256)
+    assert message_of(lambda: CityscapesDataset(root, "train")) == message
 
 
 def test_unreadable_png_is_named(data_copy):
@@ -285,3 +286,26 @@ def test_unsupported_class_count_and_clashing_ignore_index(data_copy):
 def test_non_positive_output_size(data_copy):
     message = message_of(lambda: CityscapesDataset(data_copy("mtan"), "train", height=0, width=64))
     assert "--height 0" in message and "positive" in message
+
+
+def test_broken_links_are_named_as_broken_links(data_copy):
+    root = data_copy("raw")
+    label = raw_path(root, "gtFine", "gtFine_labelIds")
+    label.unlink()
+    label.symlink_to(root / "nowhere.png")
+    message = message_of(lambda: CityscapesDataset(root, "train", cache=False))
+    assert f"{label} is a broken link" in message and "nowhere.png" in message
+    nyu = data_copy("nyu")
+    depth = nyu / "train" / "depth" / "0.npy"
+    depth.unlink()
+    depth.symlink_to(nyu / "gone.npy")
+    message = message_of(lambda: NYUv2Dataset(nyu, "train", cache=False)[0])
+    assert f"{depth} is a broken link" in message
+
+
+def test_bool_image_is_refused(data_copy):
+    root = data_copy("nyu")
+    path = root / "train" / "image" / "0.npy"
+    np.save(path, np.load(path) > 0.5)
+    message = message_of(lambda: NYUv2Dataset(root, "train", cache=False)[0])
+    assert str(path) in message and "bool image" in message

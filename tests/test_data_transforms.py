@@ -135,21 +135,27 @@ def test_evaluation_samples_are_deterministic(tmp_path):
     assert torch.equal(first[1], torch.from_numpy(block_pattern()[1]))
 
 
-def augmented_epochs(root, loader_seed, epochs):
-    """Label maps of every sample, per epoch, from a 2-worker loader seeded with `loader_seed`."""
-    dataset = NYUv2Dataset(root, "train", augment=True, seed=0)
-    loader = DataLoader(dataset, batch_size=1, num_workers=2, shuffle=False,
-                        generator=torch.Generator().manual_seed(loader_seed), multiprocessing_context="fork")
-    return [[segmentation[0].numpy() for _, segmentation, _ in loader] for _ in range(epochs)]
+def augmented_epochs(root, workers, epochs, seed=0):
+    """Label maps of every sample, per epoch, from a loader with `workers` workers (in order)."""
+    dataset = NYUv2Dataset(root, "train", augment=True, seed=seed)
+    loader = DataLoader(dataset, batch_size=1, num_workers=workers, shuffle=False,
+                        multiprocessing_context="fork" if workers else None)
+    runs = []
+    for epoch in range(1, epochs + 1):
+        dataset.set_epoch(epoch)
+        runs.append([segmentation[0].numpy() for _, segmentation, _ in loader])
+    return runs
 
 
-def test_worker_streams_differ_between_workers_and_epochs_and_repeat_with_the_seed(tmp_path):
+def test_augmentation_depends_on_seed_epoch_and_sample_only(tmp_path):
     write_identical_nyu_samples(tmp_path, 8)
-    first_run = augmented_epochs(tmp_path, loader_seed=11, epochs=2)
-    second_run = augmented_epochs(tmp_path, loader_seed=11, epochs=1)
-    for one, other in zip(first_run[0], second_run[0]):
-        np.testing.assert_array_equal(one, other)
-    epoch = first_run[0]
-    worker_zero, worker_one = epoch[0::2], epoch[1::2]
-    assert any(not np.array_equal(one, other) for one, other in zip(worker_zero, worker_one))
-    assert any(not np.array_equal(one, other) for one, other in zip(first_run[0], first_run[1]))
+    in_process = augmented_epochs(tmp_path, workers=0, epochs=2)
+    with_workers = augmented_epochs(tmp_path, workers=2, epochs=2)
+    for one_epoch, other_epoch in zip(in_process, with_workers):
+        for one, other in zip(one_epoch, other_epoch):
+            np.testing.assert_array_equal(one, other)
+    first_epoch, second_epoch = in_process
+    assert any(not np.array_equal(one, other) for one, other in zip(first_epoch[:-1], first_epoch[1:]))
+    assert any(not np.array_equal(one, other) for one, other in zip(first_epoch, second_epoch))
+    other_seed = augmented_epochs(tmp_path, workers=0, epochs=1, seed=1)[0]
+    assert any(not np.array_equal(one, other) for one, other in zip(first_epoch, other_seed))

@@ -74,3 +74,16 @@ def test_missing_experiment_and_unreadable_checkpoint_are_clear_errors(tmp_path)
     broken.write_bytes(b"not a checkpoint")
     with pytest.raises(UserInputError, match="cannot be read"):
         recorder.load_checkpoint(str(broken), "cpu")
+
+
+def test_appending_keeps_earlier_rows_byte_for_byte(tmp_path):
+    path = tmp_path / "results.csv"
+    path.write_bytes(b"run,miou,note\r\n1,0.5,\"hand, edited\"\r\n2,0.6,x\n")
+    rows_before = path.read_bytes().split(b"\n", 1)[1]
+    files.append_csv_row(str(path), {"run": 3, "miou": 0.7, "sigma_depth": 1.1})
+    content = path.read_bytes()
+    header, rest = content.split(b"\n", 1)
+    assert header.rstrip(b"\r") == b"run,miou,note,sigma_depth"
+    assert rest.startswith(rows_before)
+    table = pandas.read_csv(path)
+    assert list(table["run"]) == [1, 2, 3] and table["note"][0] == "hand, edited" and table["sigma_depth"][2] == 1.1

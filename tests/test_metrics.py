@@ -423,6 +423,8 @@ def test_shape_mismatch_raises_value_error_naming_both_shapes():
     assert str(tuple(depth_target.shape)) in str(error.value)
     with pytest.raises(ValueError, match=r"\[N, 5, H, W\]"):
         metrics.update(logits[:, :-1], target, depth_prediction, depth_target)
+    with pytest.raises(ValueError, match=r"^depth_target must be \[3, 1, H, W\] to match segmentation_logits"):
+        metrics.update(logits, target, depth_prediction[:2], depth_target[:2])
 
 
 def test_label_out_of_range_raises_value_error():

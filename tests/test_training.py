@@ -48,10 +48,15 @@ def check_experiment(folder, epochs=2, balancing_columns=()):
     for column in ("train_loss", "val_loss", "train_transferred_depth", "val_transferred_segmentation", "lr",
                    "epoch_seconds", *balancing_columns):
         assert history[column].notna().all(), column
-    for name in ("best.pt", "last.pt"):
-        checkpoint = torch.load(folder / "checkpoints" / name, map_location="cpu", weights_only=True)
-        assert {"model", "balancing", "optimizer", "scheduler", "epoch", "best_val_loss"} <= set(checkpoint)
+    evaluation_keys = {"model", "model_arguments", "balancing", "balancer", "data", "epoch", "best_val_loss",
+                       "history"}
+    best = torch.load(folder / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
     last = torch.load(folder / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+    assert set(best) == evaluation_keys | {"format"}
+    assert set(last) == evaluation_keys | {"format", "optimizer", "scheduler", "random_states"}
+    assert (folder / "checkpoints" / "best.pt").stat().st_size < 0.5 * (folder / "checkpoints" / "last.pt").stat().st_size
+    assert (folder / "status").read_text() == "finished\n"
+    assert sorted(os.listdir(folder / "checkpoints")) == ["best.pt", "last.pt"]
     assert last["epoch"] == epochs
     assert last["best_val_loss"] == pytest.approx(history["val_loss"].min())
     results = json.load(open(folder / "results.json"))
@@ -257,3 +262,67 @@ def test_reduced_demo_generates_the_raw_layout_once_and_runs_end_to_end(tmp_path
     assert os.stat(demo_root / ".complete").st_mtime_ns == marker_time
     assert "generating the demo dataset" not in capsys.readouterr().out
     assert sorted(os.listdir(tmp_path / "exps")) == ["001", "002", "results.csv", "results.csv.lock"]
+
+
+@pytest.mark.parametrize("task,present,absent", [
+    ("segmentation", ("miou", "pixel_acc_paper"), ("abs", "abs_paper", "delta1")),
+    ("depth", ("abs", "abs_rel_paper", "delta1"), ("miou", "pixel_acc_paper"))])
+def test_single_task_baselines_run_end_to_end_on_both_scripts(cityscapes_root, nyu_root, tmp_path, task, present,
+                                                              absent):
+    for profile, root, make_arguments in ((CITYSCAPES, cityscapes_root, cityscapes_arguments),
+                                          (NYUV2, nyu_root, nyu_arguments)):
+        save_path = tmp_path / profile.name
+        assert main(profile, make_arguments(root, save_path, "--single_task", task, "--epochs", "1")) == 0
+        folder = save_path / "001"
+        metrics = json.load(open(folder / "results.json"))["metrics"]
+        assert all(key in metrics for key in present) and not any(key in metrics for key in absent)
+        best = torch.load(folder / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
+        assert best["model_arguments"]["single_task"] == task
+        other = "depth" if task == "segmentation" else "segmentation"
+        assert not any(name.startswith((f"{other}_decoder", "segmentation_to_depth", "depth_to_segmentation"))
+                       for name in best["model"])
+        config = json.load(open(folder / "config.json"))["options"]
+        assert (config["single_task"], config["dataset"], config["balancing"]) == (task, profile.name, "none")
+        assert (folder / "predictions.png").exists() and (folder / "depth_error.png").exists() == (task == "depth")
+
+
+def test_seeds_run_once_per_seed_in_one_group(cityscapes_root, tmp_path):
+    assert main(CITYSCAPES, cityscapes_arguments(cityscapes_root, tmp_path, "--seeds", "3", "4", "--epochs", "1",
+                                                 "--no_plots")) == 0
+    configs = [json.load(open(tmp_path / name / "config.json"))["options"] for name in ("001", "002")]
+    assert [config["seed"] for config in configs] == [3, 4]
+    assert configs[0]["group"] == configs[1]["group"] is not None
+    summary = pandas.read_csv(tmp_path / "results.csv")
+    assert list(summary["seed"]) == [3, 4] and summary["group"].nunique() == 1
+    first = json.load(open(tmp_path / "001" / "results.json"))["metrics"]
+    second = json.load(open(tmp_path / "002" / "results.json"))["metrics"]
+    assert first["miou"] != second["miou"] or first["abs"] != second["abs"]
+
+
+def test_single_task_refuses_balancing(capsys):
+    with pytest.raises(SystemExit):
+        parse_options(CITYSCAPES, ["--single_task", "depth", "--uncertainty_weights"])
+    assert "--single_task depth trains one task alone" in capsys.readouterr().err
+
+
+def test_tensorboard_writes_scalars_and_the_prediction_grid(cityscapes_root, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert main(CITYSCAPES, cityscapes_arguments(cityscapes_root, tmp_path, "--tensorboard", "--epochs", "2",
+                                                 "--no_plots")) == 0
+    events = EventAccumulator(str(tmp_path / "001" / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert {"train/loss", "val/loss", "train/transferred_depth", "lr", "results/miou"} <= set(tags["scalars"])
+    assert [event.step for event in events.Scalars("val/loss")] == [1, 2]
+    history = pandas.read_csv(tmp_path / "001" / "metrics.csv")
+    assert [event.value for event in events.Scalars("val/loss")] == pytest.approx(list(history["val_loss"]))
+    images = events.Images("predictions")
+    assert [image.step for image in images] == [1, 2] and images[0].width > 100
+
+
+def test_tensorboard_missing_is_a_clear_error(monkeypatch, tmp_path, cityscapes_root, capsys):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    assert main(CITYSCAPES, cityscapes_arguments(cityscapes_root, tmp_path, "--tensorboard", "--epochs", "1")) == 2
+    assert "pip install -r requirements-extra.txt" in capsys.readouterr().err
+    assert not tmp_path.exists() or os.listdir(tmp_path) == []

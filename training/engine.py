@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from losses import XTaskLoss, make_balancer
 from losses.xtask import COMPONENT_NAMES
+from training.interrupts import NonFiniteTraining
 from training.options import balancer_arguments, build_model, loss_arguments
 from utils.metrics import MultiTaskMetrics
 
@@ -33,22 +34,39 @@ class TrainingParts:
 
 class LossMeter:
     """Batch-size-weighted means of the total loss and its four components, accumulated on the device
-    (no host sync per batch)."""
+    (no host sync per batch), and which of them were ever non-finite and at which step first."""
+
+    names = ("loss",) + COMPONENT_NAMES
 
     def __init__(self, device):
-        self.sums = torch.zeros(1 + len(COMPONENT_NAMES), dtype=torch.float64, device=device)
+        self.sums = torch.zeros(len(self.names), dtype=torch.float64, device=device)
+        self.non_finite = torch.zeros(len(self.names), dtype=torch.bool, device=device)
+        self.first_non_finite_step = torch.full((), -1, dtype=torch.long, device=device)
         self.count = 0
+        self.steps = 0
 
     def update(self, total, terms, batch_size):
         """Add one batch: total and terms are scalar tensors, batch_size the number of images."""
         values = torch.stack([total.detach()] + [getattr(terms, name).detach() for name in COMPONENT_NAMES])
         self.sums += values.double() * batch_size
         self.count += batch_size
+        self.steps += 1
+        bad = ~torch.isfinite(values)
+        first = (self.first_non_finite_step < 0) & bad.any()
+        self.first_non_finite_step = torch.where(first, self.steps, self.first_non_finite_step)
+        self.non_finite |= bad
+
+    def non_finite_report(self):
+        """None when every value so far was finite, else (first step, names of the non-finite values)."""
+        step = int(self.first_non_finite_step)
+        if step < 0:
+            return None
+        return step, [name for name, bad in zip(self.names, self.non_finite.tolist()) if bad]
 
     def means(self):
         """{"loss": mean total, component name: mean} as Python floats."""
         values = (self.sums / max(self.count, 1)).tolist()
-        return dict(zip(("loss",) + COMPONENT_NAMES, values))
+        return dict(zip(self.names, values))
 
 
 def move_batch(batch, device):
@@ -85,8 +103,24 @@ def train_step(parts, batch, device):
     return total, terms
 
 
-def train_one_epoch(parts, loader, device, progress=True, description="train"):
-    """One pass over `loader`; returns mean losses ({"loss", components}) and "images_per_second"."""
+def check_finite(meter, model, where):
+    """Raise NonFiniteTraining when `meter` saw a non-finite loss or `model` holds a non-finite weight;
+    `where` names the epoch (and the pass) for the message. One host sync."""
+    report = meter.non_finite_report()
+    if report is not None:
+        step, names = report
+        raise NonFiniteTraining(f"non-finite {', '.join(names)} loss at {where}, step {step}")
+    finite = torch.stack([torch.isfinite(parameter).all() for parameter in model.parameters()]).all()
+    if not bool(finite):
+        bad = [name for name, parameter in model.named_parameters() if not bool(torch.isfinite(parameter).all())]
+        raise NonFiniteTraining(f"non-finite model weights after {where} ({len(bad)} tensors, e.g. {bad[0]}) "
+                                "although every loss was finite")
+
+
+def train_one_epoch(parts, loader, device, stop, progress=True, description="train"):
+    """One pass over `loader`; returns mean losses ({"loss", components}) and "images_per_second".
+    `stop` (StopSignals or None) is checked after each step; non-finite losses or weights raise
+    NonFiniteTraining where the loop syncs anyway (the progress line, the end of the epoch)."""
     parts.model.train()
     meter = LossMeter(device)
     start = last_progress = time.perf_counter()
@@ -94,9 +128,13 @@ def train_one_epoch(parts, loader, device, progress=True, description="train"):
     for batch in bar:
         total, terms = train_step(parts, batch, device)
         meter.update(total, terms, len(batch[0]))
+        if stop is not None:
+            stop.check()
         if progress and time.perf_counter() - last_progress > PROGRESS_SECONDS:
             last_progress = time.perf_counter()
+            check_finite(meter, parts.model, description)
             bar.set_postfix(loss=f"{meter.means()['loss']:.4f}", img_s=f"{meter.count / (last_progress - start):.1f}")
+    check_finite(meter, parts.model, description)
     results = meter.means()
     results["images_per_second"] = meter.count / (time.perf_counter() - start)
     return results
@@ -112,6 +150,7 @@ def evaluate_loss(parts, loader, device, progress=True, description="val"):
         image, segmentation_target, depth_target = move_batch(batch, device)
         terms = parts.criterion(parts.model(image), segmentation_target, depth_target)
         meter.update(parts.balancer.combine(terms.groups()), terms, image.shape[0])
+    check_finite(meter, parts.model, description)
     return meter.means()
 
 
@@ -120,17 +159,19 @@ def evaluate_metrics(model, loader, device, num_classes, ignore_index, progress=
     """Both metric protocols of the direct predictions over `loader`, and a subsample of valid depth
     pixels as (ground truth [P], prediction [P]) CPU tensors for the depth-error plot."""
     model.eval()
-    metrics = MultiTaskMetrics(num_classes, ignore_index)
+    metrics = MultiTaskMetrics(num_classes, ignore_index, tasks=model.tasks)
     sampled_targets, sampled_predictions = [], []
     for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False, dynamic_ncols=True):
         image, segmentation_target, depth_target = move_batch(batch, device)
         outputs = model(image, direct_only=True)
         metrics.update(outputs.segmentation, segmentation_target, outputs.depth, depth_target)
-        valid = depth_target > 0
-        stride = max(1, math.ceil(int(valid.sum()) / DEPTH_PLOT_PIXELS_PER_BATCH))
-        sampled_targets.append(depth_target[valid][::stride].float().cpu())
-        sampled_predictions.append(outputs.depth[valid][::stride].float().cpu())
-    return metrics.compute(), (torch.cat(sampled_targets), torch.cat(sampled_predictions))
+        if outputs.depth is not None:
+            valid = depth_target > 0
+            stride = max(1, math.ceil(int(valid.sum()) / DEPTH_PLOT_PIXELS_PER_BATCH))
+            sampled_targets.append(depth_target[valid][::stride].float().cpu())
+            sampled_predictions.append(outputs.depth[valid][::stride].float().cpu())
+    depth_pairs = (torch.cat(sampled_targets), torch.cat(sampled_predictions)) if sampled_targets else None
+    return metrics.compute(), depth_pairs
 
 
 @torch.no_grad()
@@ -167,11 +208,12 @@ def predict_samples(model, dataset, indices, device, direct_only):
             "image": sample_image,
             "segmentation_target": segmentation_target,
             "depth_target": depth_target[0],
-            "segmentation": outputs.segmentation[position].argmax(dim=0).cpu(),
-            "depth": outputs.depth[position, 0].cpu(),
-            "transferred_segmentation": None if direct_only else
+            "segmentation": None if outputs.segmentation is None else outputs.segmentation[position].argmax(dim=0).cpu(),
+            "depth": None if outputs.depth is None else outputs.depth[position, 0].cpu(),
+            "transferred_segmentation": None if outputs.transferred_segmentation is None else
             outputs.transferred_segmentation[position].argmax(dim=0).cpu(),
-            "transferred_depth": None if direct_only else outputs.transferred_depth[position, 0].cpu(),
+            "transferred_depth": None if outputs.transferred_depth is None else
+            outputs.transferred_depth[position, 0].cpu(),
         })
     return rows
 
@@ -197,20 +239,21 @@ def format_epoch_line(record, epochs):
             f"{record['images_per_second']:.1f} img/s  {record['epoch_seconds']:.1f} s")
 
 
-def fit(parts, train_loader, val_loader, device, epochs, record_epoch, progress=True):
-    """The epoch loop: the balancer's start of epoch, train, validation loss, scheduler step, the epoch
-    line printed, then `record_epoch(record, history)` (checkpoints); returns the history (one record
-    per epoch)."""
-    history = []
-    for epoch in range(1, epochs + 1):
+def fit(parts, loaders, device, recorder, stop, progress=True):
+    """The epoch loop from the recorder's next epoch to `recorder.epochs`: the balancer's start of
+    epoch, train, validation loss, scheduler step, the epoch line printed, then
+    `recorder.record_epoch(record)` (checkpoints). loaders: (train, val). Returns the history."""
+    train_loader, val_loader = loaders
+    for epoch in range(recorder.next_epoch, recorder.epochs + 1):
         start = time.perf_counter()
+        train_loader.dataset.set_epoch(epoch)
         parts.balancer.start_epoch(epoch)
-        train = train_one_epoch(parts, train_loader, device, progress, description=f"epoch {epoch}/{epochs}")
-        val = evaluate_loss(parts, val_loader, device, progress)
+        description = f"epoch {epoch}/{recorder.epochs}"
+        train = train_one_epoch(parts, train_loader, device, stop, progress, description)
+        val = evaluate_loss(parts, val_loader, device, progress, description=f"validation of {description}")
         learning_rate = parts.optimizer.param_groups[0]["lr"]
         parts.scheduler.step()
-        history.append(epoch_record(epoch, train, val, parts.balancer.weights(), learning_rate,
-                                    time.perf_counter() - start))
-        print(format_epoch_line(history[-1], epochs), flush=True)
-        record_epoch(history[-1], history)
-    return history
+        record = epoch_record(epoch, train, val, parts.balancer.weights(), learning_rate, time.perf_counter() - start)
+        print(format_epoch_line(record, recorder.epochs), flush=True)
+        recorder.record_epoch(record)
+    return recorder.history

@@ -6,6 +6,8 @@ balancing and model settings are checked by building them, so their rules live i
 libraries raise ValueError naming their own parameter, which `flag_message` turns into the flag.
 """
 import argparse
+import math
+import os
 import re
 
 import torch
@@ -21,6 +23,10 @@ from utils.errors import UserInputError
 
 # Constructor parameters whose flag has another name; every other parameter is spelled like its flag.
 BALANCER_FLAGS = {"alpha": "gradnorm_alpha", "form": "gradnorm_form"}
+# What `--resume` may change: how the run is watched and where the data sits, and a longer schedule.
+RESUMABLE_OPTIONS = ("epochs", "resume", "workers", "cache_dir", "no_cache", "notqdm", "no_plots", "show", "view_only", "run_only",
+                     "time_inf", "cpu", "input_path", "save_path", "deterministic", "tensorboard")
+SEED_LIMIT = 2 ** 32
 # The betas of the original code's GradNorm weight optimizer (torch's defaults, whatever --b1/--b2 say).
 ORIGINAL_GRADNORM_BETAS = (0.9, 0.999)
 
@@ -66,6 +72,10 @@ def build_parser(profile):
     data.add_argument("-n", "--num_classes", type=int, help=f"segmentation classes: one of {profile.class_counts}")
     data.add_argument("--ignore_index", type=int, help="label value of unlabelled pixels")
     data.add_argument("-j", "--workers", type=int, default=2, help="DataLoader worker processes")
+    data.add_argument("--cache_dir", help="folder of the preprocessed data caches (default: "
+                      "$XDG_CACHE_HOME/xtask_mt, i.e. ~/.cache/xtask_mt; never inside --input_path)")
+    data.add_argument("--no_cache", action="store_true", help="read and decode the dataset files at every "
+                      "access instead of the preprocessed cache")
 
     model = parser.add_argument_group("model")
     model.add_argument("--enc_layers", type=int, default=34, choices=ENCODER_DEPTHS, help="ResNet depth")
@@ -74,6 +84,8 @@ def build_parser(profile):
     model.add_argument("--pretrained_weights", help="explicit path of the ImageNet weights file")
     model.add_argument("--batch_norm", action="store_true", help="BatchNorm in the TaskTransferNets")
     model.add_argument("--wider_ttnet", action="store_true", help="double the TaskTransferNets' widths")
+    model.add_argument("--single_task", choices=("segmentation", "depth"),
+                       help="single-task baseline: the encoder and this task's decoder, its direct loss only")
 
     training = parser.add_argument_group("training")
     training.add_argument("-e", "--epochs", type=int, help="training epochs")
@@ -87,6 +99,11 @@ def build_parser(profile):
     training.add_argument("--scheduler_step_size", type=int, help="StepLR period in epochs")
     training.add_argument("--scheduler_gamma", type=float, help="StepLR decay factor")
     training.add_argument("--seed", type=int, default=0, help="random seed (model, shuffling, augmentation)")
+    training.add_argument("--deterministic", action="store_true",
+                          help="deterministic algorithms only (cuDNN too): same seed, same numbers")
+    training.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                          help="run the configuration once per seed, one after another, each in its own "
+                          "experiment folder, grouped")
     training.add_argument("--cpu", action="store_true", help="run on the CPU even when CUDA is present")
 
     loss = parser.add_argument_group("loss")
@@ -113,6 +130,8 @@ def build_parser(profile):
 
     run = parser.add_argument_group("run and outputs")
     run.add_argument("--save_path", default="./exps", help="folder of the numbered experiment folders")
+    run.add_argument("--resume", metavar="N_OR_FOLDER", help="continue experiment N under --save_path (or the "
+                     "experiment folder given) from its last checkpoint; --epochs may grow")
     run.add_argument("--notqdm", action="store_true", help="no progress bars")
     run.add_argument("--debug", action="store_true", help="write nothing to disk")
     run.add_argument("--infer_only", action="store_true",
@@ -123,6 +142,8 @@ def build_parser(profile):
     run.add_argument("--time_inf", action="store_true",
                      help="print inference latency at batch size 1, with and without the transfer nets")
     run.add_argument("--no_plots", action="store_true", help="write no figures")
+    run.add_argument("--tensorboard", action="store_true", help="also write every printed figure and, each epoch, "
+                     "the prediction grid to {experiment}/tensorboard (pip install -r requirements-extra.txt)")
     run.add_argument("--show", action="store_true", help="also open the figures in windows")
     run.add_argument("--run_only", action="store_true", help="accepted for the original's scripts: "
                      "figures are saved and not shown, which is the default")
@@ -168,14 +189,14 @@ def flag_message(error, renamed=None):
 def model_arguments(options, num_classes):
     """The keyword arguments of XTaskTSNet for `options` (what a checkpoint stores to rebuild it)."""
     return dict(enc_layers=options.enc_layers, num_classes=num_classes, batch_norm=options.batch_norm,
-                wider_ttnet=options.wider_ttnet)
+                wider_ttnet=options.wider_ttnet, single_task=options.single_task)
 
 
 def loss_arguments(options, num_classes):
     """The keyword arguments of XTaskLoss for `options`."""
     return dict(num_classes=num_classes, alpha=options.alpha, gamma=options.gamma,
                 label_smoothing=options.label_smoothing, lp=options.lp, tseg_loss=options.tseg_loss,
-                tdep_loss=options.tdep_loss, ignore_index=options.ignore_index)
+                tdep_loss=options.tdep_loss, ignore_index=options.ignore_index, single_task=options.single_task)
 
 
 def balancer_arguments(options):
@@ -199,8 +220,23 @@ def find_problem(options, profile):
         (options.epochs < 1, f"--epochs {options.epochs}: expected at least 1"),
         (options.batch_size < 1, f"--batch_size {options.batch_size}: expected at least 1"),
         (options.workers < 0, f"--workers {options.workers}: expected 0 or more"),
-        (options.lr <= 0, f"--lr {options.lr}: expected a positive learning rate"),
-        (options.momentum < 0, f"--momentum {options.momentum}: expected 0 or more"),
+        (not math.isfinite(options.lr) or options.lr <= 0, f"--lr {options.lr}: expected a positive, finite "
+                                                             "learning rate"),
+        (not 0 <= options.b1 < 1, f"--b1 {options.b1}: expected a value in [0, 1)"),
+        (not 0 <= options.b2 < 1, f"--b2 {options.b2}: expected a value in [0, 1)"),
+        (not 0 <= options.seed < SEED_LIMIT, f"--seed {options.seed}: expected an integer in 0..{SEED_LIMIT - 1}"),
+        (not math.isfinite(options.scheduler_gamma) or options.scheduler_gamma <= 0,
+         f"--scheduler_gamma {options.scheduler_gamma}: expected a positive, finite factor"),
+        (os.path.exists(options.save_path) and not os.path.isdir(options.save_path),
+         f"--save_path {options.save_path}: that is a file; expected a folder (it is created when missing)"),
+        (options.tensorboard and (options.debug or options.infer_only),
+         "--tensorboard writes into the experiment folder of a training run: not with --debug or --infer_only"),
+        (options.resume is not None and (options.debug or options.infer_only),
+         "--resume continues a run in its folder: it cannot go with --debug or --infer_only"),
+        (options.batch_size == 1 and options.height == options.width == INPUT_MULTIPLE,
+         f"--batch_size 1 at {INPUT_MULTIPLE}x{INPUT_MULTIPLE}: BatchNorm needs more than one value per channel at "
+         f"the deepest (1x1) stage; use --batch_size 2 or more, or a larger input"),
+        (not 0 <= options.momentum < math.inf, f"--momentum {options.momentum}: expected a finite value >= 0"),
         (options.scheduler_step_size < 1,
          f"--scheduler_step_size {options.scheduler_step_size}: expected at least 1"),
         (options.infer_only and options.exp_num is None, "--infer_only needs --exp_num N"),
@@ -209,6 +245,14 @@ def find_problem(options, profile):
         (options.view_only and options.no_plots, "--view_only and --no_plots contradict each other"),
         (options.pretrained_weights and not options.use_pretrain,
          "--pretrained_weights is used with --use_pretrain only"),
+        (options.single_task is not None and options.balancing != "none",
+         f"--single_task {options.single_task} trains one task alone: no loss balancing (drop --balancing "
+         f"{options.balancing})"),
+        (options.seeds is not None and any(not 0 <= seed < SEED_LIMIT for seed in options.seeds),
+         f"--seeds {options.seeds}: expected integers in 0..{SEED_LIMIT - 1}"),
+        (options.seeds is not None and "seed" in options.explicit, "--seed and --seeds: give one of them"),
+        (options.seeds is not None and (options.resume is not None or options.infer_only),
+         "--seeds starts new runs: it cannot go with --resume or --infer_only"),
         (options.multiple_gpu, "--multiple_gpu (DataParallel in the original) is not supported: several GPUs "
          "are to be used through torchrun (DistributedDataParallel); this version trains on one device"),
     )

@@ -5,39 +5,67 @@ import copy
 import math
 import os
 import platform
+import random
+import shutil
 import subprocess
 
 import numpy as np
 import torch
 import torchvision
 
+from training.interrupts import NonFiniteTraining
 from utils.errors import UserInputError
-from utils.files import append_csv_row, save_torch, write_csv, write_json
+from utils.files import append_csv_row, atomic_write_bytes, read_csv_header, save_torch, write_csv, write_json
 
 CHECKPOINT_FORMAT = 2
 
 
 def create_numbered_folder(parent):
     """Create and return `parent`/NNN with the next free number; os.mkdir makes the claim atomic, so two
-    runs started together never share a folder."""
-    os.makedirs(parent, exist_ok=True)
-    taken = [int(name) for name in os.listdir(parent) if name.isdigit()]
-    number = max(taken, default=0) + 1
-    while True:
-        path = os.path.join(parent, f"{number:03d}")
-        try:
-            os.mkdir(path)
-            return path
-        except FileExistsError:
-            number += 1
+    runs started together never share a folder. A parent that cannot be written is a UserInputError."""
+    try:
+        os.makedirs(parent, exist_ok=True)
+        taken = [int(name) for name in os.listdir(parent) if name.isdigit()]
+        number = max(taken, default=0) + 1
+        while True:
+            path = os.path.join(parent, f"{number:03d}")
+            try:
+                os.mkdir(path)
+                return path
+            except FileExistsError:
+                number += 1
+    except (PermissionError, OSError) as error:
+        raise UserInputError(f"cannot create an experiment folder in {parent}: {error.strerror}; choose a "
+                             "writable --save_path") from None
 
 
-def experiment_folder(save_path, number):
-    """The folder of existing experiment `number`; a clear error when it is not there."""
+def write_or_explain(write, path, content):
+    """`write(path, content)`; a failing disk (full, read-only, no permission) becomes a UserInputError
+    naming the path and the size that was to be written."""
+    try:
+        write(path, content)
+    except OSError as error:
+        raise UserInputError(f"cannot write {path}: {error.strerror} (about {content_bytes(content) / 2 ** 20:.1f} "
+                             "MiB to write); free space or choose another --save_path, then resume") from None
+
+
+def content_bytes(content):
+    """Approximate size in bytes of what is about to be written (tensors counted, the rest ignored)."""
+    if isinstance(content, dict):
+        return sum(content_bytes(value) for value in content.values())
+    if isinstance(content, (list, tuple)):
+        return sum(content_bytes(value) for value in content)
+    if isinstance(content, torch.Tensor):
+        return content.numel() * content.element_size()
+    return 0
+
+
+def experiment_folder(save_path, number, flag="--exp_num"):
+    """The folder of existing experiment `number` (given with `flag`); a clear error when it is not there."""
     path = os.path.join(save_path, f"{number:03d}")
     if not os.path.isdir(path):
         existing = sorted(name for name in os.listdir(save_path) if name.isdigit()) if os.path.isdir(save_path) else []
-        raise UserInputError(f"--exp_num {number}: no experiment folder {path}; found {existing or 'none'} "
+        raise UserInputError(f"{flag} {number}: no experiment folder {path}; found {existing or 'none'} "
                              f"in --save_path {save_path}")
     return path
 
@@ -68,6 +96,8 @@ def load_checkpoint(path, device):
     """The checkpoint dict at `path`, loaded safely (weights_only); a clear error when it is unreadable."""
     if not os.path.isfile(path):
         raise UserInputError(f"checkpoint {path} not found")
+    if os.path.getsize(path) == 0:
+        raise UserInputError(f"checkpoint {path} cannot be read: the file is empty (0 bytes)")
     try:
         checkpoint = torch.load(path, map_location=device, weights_only=True)
     except Exception as error:
@@ -78,74 +108,172 @@ def load_checkpoint(path, device):
     return checkpoint
 
 
+def state_is_finite(state):
+    """Whether every floating-point tensor of a (nested) state dict is finite."""
+    if isinstance(state, dict):
+        return all(state_is_finite(value) for value in state.values())
+    if isinstance(state, (list, tuple)):
+        return all(state_is_finite(value) for value in state)
+    if isinstance(state, torch.Tensor) and state.is_floating_point():
+        return bool(torch.isfinite(state).all())
+    return True
+
+
+def capture_random_states(loader_generator):
+    """Every random state a resumed run needs to continue identically: Python, NumPy, torch (CPU and
+    CUDA) and the training loader's shuffling generator."""
+    name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    numpy_state = [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gaussian]
+    return {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "loader": loader_generator.get_state()}
+
+
+def restore_random_states(states, loader_generator):
+    """Put back the random states saved by `capture_random_states`."""
+    random.setstate(states["python"])
+    name, keys, position, has_gauss, cached_gaussian = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian))
+    torch.set_rng_state(states["torch"])
+    if torch.cuda.is_available() and states["cuda"]:
+        torch.cuda.set_rng_state_all(states["cuda"])
+    loader_generator.set_state(states["loader"])
+
+
+def checkpoint_bytes(parts):
+    """Rough sizes in bytes of (best.pt, last.pt): the model and balancer, and with the optimizer's state."""
+    model_bytes = sum(tensor.numel() * tensor.element_size() for tensor in parts.model.state_dict().values())
+    optimizer_bytes = sum(value.numel() * value.element_size() for state in parts.optimizer.state_dict()["state"].values()
+                          for value in state.values() if isinstance(value, torch.Tensor))
+    moments = 2 if isinstance(parts.optimizer, torch.optim.Adam) else 1
+    return model_bytes, model_bytes + max(optimizer_bytes, moments * model_bytes)
+
+
+def check_free_space(folder, parts):
+    """UserInputError when the disk of `folder` cannot hold the checkpoints (best.pt, last.pt and the
+    temporary copy written before a rename)."""
+    best_bytes, last_bytes = checkpoint_bytes(parts)
+    needed = best_bytes + 2 * last_bytes
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise UserInputError(f"--save_path {folder}: {free / 2 ** 20:.0f} MiB free; the checkpoints need about "
+                             f"{needed / 2 ** 20:.0f} MiB (best.pt {best_bytes / 2 ** 20:.0f} MiB, last.pt "
+                             f"{last_bytes / 2 ** 20:.0f} MiB and a temporary copy while it is written)")
+
+
+def check_summary_file(path):
+    """UserInputError when the summary CSV at `path` exists but cannot take another row (checked before
+    training, so a long run does not fail at its very end)."""
+    try:
+        read_csv_header(path)
+    except ValueError as error:
+        raise UserInputError(f"{error}; move or repair it (the summary of finished runs), or use another "
+                             "--save_path") from None
+
+
 class Recorder:
-    """Owns one run's experiment folder and its best-so-far state.
+    """Owns one run's experiment folder, its history and its best-so-far state.
 
     `folder` is None under --debug: the best state is still kept (in memory) and nothing is written.
-    A checkpoint holds the model's and the balancer's constructor arguments (`model_arguments`,
-    `balancer`: {"method", "arguments"}) and the data settings, so evaluation and resuming rebuild
-    everything from the checkpoint alone.
+    Files are written in an order that keeps them consistent whenever the run stops: last.pt before
+    metrics.csv (metrics.csv never lists an epoch that last.pt does not hold), then best.pt; the
+    `status` file says running / finished / failed: reason / interrupted at epoch k. best.pt holds
+    what evaluation needs (model, balancer, their constructor arguments, data settings, epoch,
+    history); last.pt adds the optimizer, the scheduler and the random states, for resuming.
     """
 
-    def __init__(self, folder, parts, model_arguments, balancer_arguments, data_settings):
-        """parts: training.engine.TrainingParts; balancer_arguments: (method, keyword arguments);
-        data_settings: what evaluating the checkpoint needs of the data (size, classes, path, batch)."""
+    def __init__(self, folder, parts, construction, epochs, loader_generator):
+        """parts: training.engine.TrainingParts; construction: {"model_arguments", "balancer": {"method",
+        "arguments"}, "data"}, what rebuilding the run needs; epochs: the last epoch to train;
+        loader_generator: the training loader's torch.Generator (its state is checkpointed)."""
         self.folder = folder
         self.parts = parts
-        self.model_arguments = model_arguments
-        self.balancer_arguments = balancer_arguments
-        self.data_settings = data_settings
+        self.construction = construction
+        self.epochs = epochs
+        self.loader_generator = loader_generator
+        self.history = []
         self.best_loss = math.inf
         self.best_epoch = None
         self.best_state = None
+        self.board = None
 
     @classmethod
-    def start(cls, options, device, parts, model_arguments, balancer_arguments, data_settings):
-        """A recorder for a new run: claims {save_path}/NNN and writes config.json (nothing under --debug)."""
-        folder = None
+    def start(cls, options, device, parts, construction, loader_generator):
+        """A recorder for a new run: claims {save_path}/NNN, checks the free space, writes config.json and
+        the status "running" (nothing under --debug)."""
+        recorder = cls(None, parts, construction, options.epochs, loader_generator)
         if not options.debug:
-            folder = create_numbered_folder(options.save_path)
-            os.makedirs(os.path.join(folder, "checkpoints"))
-            write_json(os.path.join(folder, "config.json"), run_config(options, device))
-        return cls(folder, parts, model_arguments, balancer_arguments, data_settings)
+            check_summary_file(os.path.join(options.save_path, "results.csv"))
+            recorder.folder = create_numbered_folder(options.save_path)
+            os.makedirs(recorder.path("checkpoints"))
+            recorder.write_status("running")
+            check_free_space(recorder.folder, parts)
+            write_json(recorder.path("config.json"), run_config(options, device))
+        return recorder
+
+    @classmethod
+    def resume(cls, folder, options, parts, construction, loader_generator):
+        """A recorder continuing the run in `folder` from its last.pt: model, balancer, optimizer,
+        scheduler, history, best-so-far state and random states restored."""
+        recorder = cls(folder, parts, construction, options.epochs, loader_generator)
+        last = load_checkpoint(recorder.path("checkpoints", "last.pt"), "cpu")
+        best = load_checkpoint(recorder.path("checkpoints", "best.pt"), "cpu")
+        parts.model.load_state_dict(last["model"])
+        parts.balancer.load_state_dict(last["balancing"])
+        parts.optimizer.load_state_dict(last["optimizer"])
+        parts.scheduler.load_state_dict(last["scheduler"])
+        restore_random_states(last["random_states"], loader_generator)
+        recorder.history = list(last["history"])
+        recorder.best_loss, recorder.best_epoch = last["best_val_loss"], best["epoch"]
+        recorder.best_state = {"model": best["model"], "balancing": best["balancing"]}
+        recorder.write_status("running")
+        return recorder
+
+    @property
+    def next_epoch(self):
+        """The first epoch still to train."""
+        return len(self.history) + 1
 
     def path(self, *names):
         """A path inside the experiment folder."""
         return os.path.join(self.folder, *names)
 
-    def checkpoint(self, epoch, history):
-        """The checkpoint dict of the current state: model and balancer with their constructor arguments,
-        data settings, optimizer, scheduler, epoch, best validation loss and history."""
-        method, arguments = self.balancer_arguments
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "model": self.parts.model.state_dict(),
-            "model_arguments": self.model_arguments,
-            "balancing": self.parts.balancer.state_dict(),
-            "balancer": {"method": method, "arguments": arguments},
-            "data": self.data_settings,
-            "optimizer": self.parts.optimizer.state_dict(),
-            "scheduler": self.parts.scheduler.state_dict(),
-            "epoch": epoch,
-            "best_val_loss": self.best_loss,
-            "history": history,
-        }
+    def write_status(self, status):
+        """Write the run's status file (running / finished / failed: reason / interrupted at epoch k)."""
+        if self.folder is not None:
+            atomic_write_bytes(self.path("status"), (status + "\n").encode())
 
-    def record_epoch(self, record, history):
-        """After an epoch: update the best-so-far state, then write metrics.csv, last.pt and (when the
-        validation loss improved) best.pt."""
+    def evaluation_checkpoint(self, epoch):
+        """What best.pt holds: the model and balancer with their constructor arguments, the data settings,
+        the epoch, the best validation loss and the history."""
+        return {"format": CHECKPOINT_FORMAT, "model": self.parts.model.state_dict(),
+                "model_arguments": self.construction["model_arguments"],
+                "balancing": self.parts.balancer.state_dict(), "balancer": self.construction["balancer"],
+                "data": self.construction["data"], "epoch": epoch, "best_val_loss": self.best_loss,
+                "history": self.history}
+
+    def record_epoch(self, record):
+        """After an epoch: add it to the history, update the best-so-far state, then write last.pt,
+        metrics.csv and (when the validation loss improved) best.pt. A non-finite state is never saved."""
+        model_state, balancer_state = self.parts.model.state_dict(), self.parts.balancer.state_dict()
+        if not (state_is_finite(model_state) and state_is_finite(balancer_state)):
+            raise NonFiniteTraining(f"non-finite weights at the end of epoch {record['epoch']}; not saved")
+        self.history.append(record)
         improved = record["val_loss"] < self.best_loss or self.best_epoch is None
         if improved:
             self.best_loss, self.best_epoch = record["val_loss"], record["epoch"]
-            self.best_state = {"model": copy.deepcopy(self.parts.model.state_dict()),
-                               "balancing": copy.deepcopy(self.parts.balancer.state_dict())}
+            self.best_state = {"model": copy.deepcopy(model_state), "balancing": copy.deepcopy(balancer_state)}
         if self.folder is None:
             return
-        write_csv(self.path("metrics.csv"), history)
-        checkpoint = self.checkpoint(record["epoch"], history)
-        save_torch(self.path("checkpoints", "last.pt"), checkpoint)
+        last = self.evaluation_checkpoint(record["epoch"])
+        last.update(optimizer=self.parts.optimizer.state_dict(), scheduler=self.parts.scheduler.state_dict(),
+                    random_states=capture_random_states(self.loader_generator))
+        write_or_explain(save_torch, self.path("checkpoints", "last.pt"), last)
+        write_or_explain(write_csv, self.path("metrics.csv"), self.history)
         if improved:
-            save_torch(self.path("checkpoints", "best.pt"), checkpoint)
+            write_or_explain(save_torch, self.path("checkpoints", "best.pt"), self.evaluation_checkpoint(record["epoch"]))
+        if self.board is not None:
+            self.board.log_epoch(record)
 
     def restore_best(self):
         """Load the best epoch's model and balancer state into the training parts; returns that epoch."""
@@ -154,9 +282,11 @@ class Recorder:
         return self.best_epoch
 
     def write_results(self, results):
-        """results.json of the final evaluation (nothing under --debug)."""
+        """results.json of the final evaluation (nothing under --debug), and its metrics to TensorBoard."""
         if self.folder is not None:
             write_json(self.path("results.json"), results)
+        if self.board is not None:
+            self.board.log_results(results["metrics"], results["epoch"])
 
     def append_summary(self, save_path, row):
         """Add this run's row to {save_path}/results.csv (nothing under --debug)."""

@@ -14,7 +14,7 @@ from utils import plots
 from utils.timing import inference_latency_ms
 
 PREDICTION_GRID_SAMPLES = 4
-SUMMARY_OPTIONS = ("balancing", "gradnorm_form", "enc_layers", "num_classes", "height", "width", "epochs",
+SUMMARY_OPTIONS = ("single_task", "group", "balancing", "gradnorm_form", "enc_layers", "num_classes", "height", "width", "epochs",
                    "batch_size", "lr", "alpha", "gamma", "label_smoothing", "lp", "tdep_loss", "tseg_loss",
                    "batch_norm", "wider_ttnet", "seed", "demo")
 PROTOCOLS = {"standard": "accumulated over the whole evaluation set",
@@ -31,6 +31,36 @@ def display_image(image, dataset):
 def write_figures(folder, history, model, dataset, depth_pairs, context):
     """Loss curves (when there is a history), prediction grid and depth-error figure as PNGs in
     `folder`; returns their paths."""
+    rows = prediction_rows(context, model, dataset)
+    paths = []
+    if history:
+        paths.append(os.path.join(folder, "loss_curves.png"))
+        plots.plot_loss_curves(history, paths[-1], COMPONENT_NAMES)
+    paths.append(os.path.join(folder, "predictions.png"))
+    plots.plot_prediction_grid(rows, paths[-1], dataset.palette, dataset.ignore_index, context.profile.depth_label)
+    if depth_pairs is not None:
+        paths.append(os.path.join(folder, "depth_error.png"))
+        plots.plot_depth_error(depth_pairs[0].numpy(), depth_pairs[1].numpy(), paths[-1], context.profile.depth_label)
+    return paths
+
+
+PERCENT_METRICS = ("miou", "pixel_acc", "delta1", "delta2", "delta3")
+MAIN_COLUMNS = (("mIoU", "miou"), ("Pix Acc", "pixel_acc"), ("Abs", "abs"), ("Abs Rel", "abs_rel"))
+DEPTH_COLUMNS = (("RMSE", "rmse"), ("RMSE log", "rmse_log"), ("Sq Rel", "sq_rel"), ("d<1.25", "delta1"),
+                 ("d<1.25^2", "delta2"), ("d<1.25^3", "delta3"))
+
+
+def prediction_grid_image(context, model, dataset):
+    """The prediction grid of the current model as an RGB uint8 array [H, W, 3] (for TensorBoard)."""
+    with tempfile.TemporaryDirectory(prefix="xtask-grid-") as folder:
+        path = os.path.join(folder, "predictions.png")
+        rows = prediction_rows(context, model, dataset)
+        plots.plot_prediction_grid(rows, path, dataset.palette, dataset.ignore_index, context.profile.depth_label)
+        return plots.read_png_rgb(path)
+
+
+def prediction_rows(context, model, dataset):
+    """The grid's rows: up to PREDICTION_GRID_SAMPLES samples spread over `dataset`, as numpy arrays."""
     count = min(PREDICTION_GRID_SAMPLES, len(dataset))
     indices = sorted(set(np.linspace(0, len(dataset) - 1, count).astype(int).tolist()))
     rows = engine.predict_samples(model, dataset, indices, context.device, context.options.direct_only)
@@ -39,40 +69,39 @@ def write_figures(folder, history, model, dataset, depth_pairs, context):
         for key, value in row.items():
             if isinstance(value, torch.Tensor):
                 row[key] = value.numpy()
-    paths = []
-    if history:
-        paths.append(os.path.join(folder, "loss_curves.png"))
-        plots.plot_loss_curves(history, paths[-1], COMPONENT_NAMES)
-    paths.append(os.path.join(folder, "predictions.png"))
-    plots.plot_prediction_grid(rows, paths[-1], dataset.palette, dataset.ignore_index, context.profile.depth_label)
-    paths.append(os.path.join(folder, "depth_error.png"))
-    plots.plot_depth_error(depth_pairs[0].numpy(), depth_pairs[1].numpy(), paths[-1], context.profile.depth_label)
-    return paths
+    return rows
 
 
-def table_line(label, miou, pixel_acc, abs_error, abs_rel):
-    """One row of the results table (mIoU and pixel accuracy given as fractions, printed as %)."""
-    return f"{label:<26}{miou * 100:>9.2f}%{pixel_acc * 100:>9.2f}%{abs_error:>10.4f}{abs_rel:>10.4f}"
+def table_line(label, metrics, keys):
+    """One row of the results table: the values of `keys` in `metrics` (fractions printed as %, a
+    metric of a task that was not trained as '-')."""
+    cells = []
+    for key in keys:
+        base = key.removesuffix("_paper")
+        if key not in metrics:
+            cells.append(f"{'-':>10}")
+        elif base in PERCENT_METRICS:
+            cells.append(f"{metrics[key] * 100:>9.2f}%")
+        else:
+            cells.append(f"{metrics[key]:>10.4f}")
+    return f"{label:<26}" + "".join(cells)
 
 
 def results_table(metrics, context, baseline=None):
-    """The final table: standard and paper-protocol metrics, the paper's numbers for its setting, and
-    the constant-predictor baseline when one was computed."""
-    lines = [f"{'':<26}{'mIoU':>10}{'Pix Acc':>10}{'Abs':>10}{'Abs Rel':>10}",
-             table_line("standard", metrics["miou"], metrics["pixel_acc"], metrics["abs"], metrics["abs_rel"]),
-             table_line("paper protocol", metrics["miou_paper"], metrics["pixel_acc_paper"], metrics["abs_paper"],
-                        metrics["abs_rel_paper"])]
+    """The final table: standard and paper-protocol metrics, the paper's numbers for its setting, the
+    constant-predictor baseline when one was computed, and the other standard depth metrics."""
+    keys = [key for _, key in MAIN_COLUMNS]
+    lines = ["".join([f"{'':<26}"] + [f"{title:>10}" for title, _ in MAIN_COLUMNS]),
+             table_line("standard", metrics, keys),
+             table_line("paper protocol", metrics, [f"{key}_paper" for key in keys])]
     options, profile = context.options, context.profile
     if not options.demo and profile.is_paper_setting(options.num_classes, options.height, options.width):
-        reference = profile.paper_results
-        lines.append(table_line("paper (reported)", reference["miou"], reference["pixel_acc"], reference["abs"],
-                                reference["abs_rel"]))
+        lines.append(table_line("paper (reported)", profile.paper_results, keys))
     if baseline is not None:
-        lines.append(table_line("constant baseline (std.)", baseline["miou"], baseline["pixel_acc"],
-                                baseline["abs"], baseline["abs_rel"]))
-    lines.append(f"{'':<26}{'RMSE':>10}{'RMSE log':>10}{'Sq Rel':>10}{'d<1.25':>10}{'d<1.25^2':>10}{'d<1.25^3':>10}")
-    lines.append(f"{'standard':<26}{metrics['rmse']:>10.4f}{metrics['rmse_log']:>10.4f}{metrics['sq_rel']:>10.4f}"
-                 f"{metrics['delta1'] * 100:>9.2f}%{metrics['delta2'] * 100:>9.2f}%{metrics['delta3'] * 100:>9.2f}%")
+        lines.append(table_line("constant baseline (std.)", baseline, keys))
+    if "abs" in metrics:
+        lines.append("".join([f"{'':<26}"] + [f"{title:>10}" for title, _ in DEPTH_COLUMNS]))
+        lines.append(table_line("standard", metrics, [key for _, key in DEPTH_COLUMNS]))
     lines.append("standard: accumulated over the whole set; paper protocol: per-image segmentation and "
                  "per-batch depth averages, as the original paper computed them.")
     return "\n".join(lines)

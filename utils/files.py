@@ -12,11 +12,21 @@ import numpy as np
 import torch
 
 
+def current_umask():
+    """The process's file-creation mask (read without changing it for longer than one call)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path, payload):
-    """Write `payload` to a temporary file beside `path`, then rename it onto `path`."""
+    """Write `payload` to a temporary file beside `path`, then rename it onto `path`. The file gets the
+    permissions of any new file (0666 minus the umask), not the temporary file's 0600; on any error or
+    interruption the temporary file is removed and `path` keeps its previous content."""
     folder = os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
     try:
+        os.fchmod(handle, 0o666 & ~current_umask())
         with os.fdopen(handle, "wb") as stream:
             stream.write(payload)
             stream.flush()
@@ -56,16 +66,48 @@ def write_csv(path, rows):
     atomic_write_bytes(path, buffer.getvalue().encode())
 
 
+def read_csv_header(path):
+    """The column names of the CSV at `path` (None when the file is missing or empty); ValueError when
+    its first line is not a CSV header (binary content, an empty column name)."""
+    if not os.path.exists(path) or os.path.getsize(path) == 0:
+        return None
+    with open(path, "rb") as stream:
+        first_line = stream.readline()
+    try:
+        columns = next(csv.reader([first_line.decode("utf-8")]))
+    except (UnicodeDecodeError, csv.Error, StopIteration) as error:
+        raise ValueError(f"{path}: the first line is not a CSV header ({error})") from None
+    if not columns or any(not name.strip() for name in columns) or "\x00" in first_line.decode("utf-8"):
+        raise ValueError(f"{path}: the first line is not a CSV header (found {first_line[:80]!r})")
+    return columns
+
+
+def csv_line(values):
+    """One CSV line (with its newline) holding `values`."""
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow(values)
+    return buffer.getvalue()
+
+
 def append_csv_row(path, row):
-    """Add `row` to the CSV at `path`, rewriting it atomically; earlier rows are kept, new columns added.
-    An exclusive lock on `path`.lock keeps runs that finish together from losing each other's rows."""
+    """Add `row` to the CSV at `path` without rewriting earlier rows: their bytes are kept as they are
+    (hand edits included). Columns the header lacks are added to the header line only (earlier rows
+    then read as empty there). An exclusive lock on `path`.lock keeps runs that finish together from
+    losing each other's rows; the file is replaced atomically."""
     with open(path + ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        rows = []
-        if os.path.exists(path):
-            with open(path, newline="") as stream:
-                rows = list(csv.DictReader(stream))
-        write_csv(path, rows + [row])
+        columns = read_csv_header(path)
+        if columns is None:
+            write_csv(path, [row])
+            return
+        with open(path, "rb") as stream:
+            stream.readline()
+            body = stream.read()
+        if body and not body.endswith(b"\n"):
+            body += b"\n"
+        columns = columns + [key for key in row if key not in columns]
+        payload = csv_line(columns).encode() + body + csv_line([row.get(name, "") for name in columns]).encode()
+        atomic_write_bytes(path, payload)
 
 
 def save_torch(path, content):

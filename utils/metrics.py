@@ -22,11 +22,15 @@ pixel accuracy are computed per image and averaged over images; depth Abs and Ab
 per batch over its valid pixels and averaged over batches weighted by batch size. Images (batches)
 without any valid segmentation (depth) pixel are left out of these averages.
 
+A metric object measures both tasks or one of them (``tasks``); the other task's prediction is then
+None and its keys are absent from ``compute()``.
+
 Every accumulator is a sum, so the global result of a distributed evaluation is obtained by an
 ``all_reduce`` (SUM) of each tensor in ``state_tensors()`` followed by ``compute()``.
 """
 
 import math
+from typing import Optional
 
 import torch
 
@@ -56,15 +60,24 @@ STATE_NAMES = (
     "paper_batch_weight_total",
 )
 
+# The keys of compute() that each task's predictions are measured by.
+TASK_METRIC_KEYS = {
+    "segmentation": ("miou", "pixel_acc", "iou", "miou_paper", "pixel_acc_paper"),
+    "depth": ("abs", "abs_rel", "rmse", "rmse_log", "sq_rel", "delta1", "delta2", "delta3", "abs_paper",
+              "abs_rel_paper"),
+}
+
 
 class MultiTaskMetrics:
-    """Accumulates segmentation and depth metrics over an evaluation set, under both protocols.
+    """Accumulates segmentation and depth metrics (or those of one of the two tasks, see ``tasks``)
+    over an evaluation set, under both protocols.
 
     State is kept in tensors on the device of the inputs: ``confusion_matrix`` (int64 [C, C], rows
     are ground-truth classes, columns predicted classes), ``paper_image_count`` (int64 scalar) and
     float64 scalars for the depth sums (errors, squared errors, squared relative and squared log
     errors, and the pixel counts within each delta threshold), the valid depth pixel count and the
-    paper protocol's running sums. All of them are plain sums over the data seen.
+    paper protocol's running sums. All of them are plain sums over the data seen; those of a task
+    that is not measured stay zero.
 
     Distributed use: after the local ``update`` calls, run
     ``torch.distributed.all_reduce(tensor, op=SUM)`` on every tensor of ``state_tensors()`` (they
@@ -73,12 +86,17 @@ class MultiTaskMetrics:
     object's state and ``load_state_tensors`` replaces this object's state.
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = 250):
+    def __init__(self, num_classes: int, ignore_index: int = 250, tasks=("segmentation", "depth")):
         """num_classes: number of segmentation classes C; ignore_index: target label of unlabelled
-        pixels (excluded from every segmentation metric)."""
+        pixels (excluded from every segmentation metric); tasks: the tasks measured, one or both of
+        "segmentation" and "depth"."""
         if num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+        if isinstance(tasks, str) or not tasks or len(set(tasks)) != len(tasks) or set(tasks) - set(TASK_METRIC_KEYS):
+            raise ValueError(
+                f"tasks {tasks!r}: expected one or both of {', '.join(TASK_METRIC_KEYS)}, without repeats")
         self.num_classes = num_classes
+        self.tasks = tuple(task for task in TASK_METRIC_KEYS if task in tasks)
         self.ignore_index = ignore_index
         self._state = {name: torch.zeros((), dtype=torch.float64) for name in STATE_NAMES}
         self._state["confusion_matrix"] = torch.zeros((num_classes, num_classes), dtype=torch.int64)
@@ -125,7 +143,27 @@ class MultiTaskMetrics:
                 )
 
     def _check_inputs(self, segmentation_logits, segmentation_target, depth_prediction, depth_target):
-        """Raise ValueError on shapes or dtypes that do not fit together (no device sync)."""
+        """Raise ValueError on a prediction given for a task that is not measured, on a prediction or
+        target missing for a measured one, and on shapes or dtypes that do not fit together (no
+        device sync)."""
+        inputs = (
+            ("segmentation", "segmentation_logits", segmentation_logits, "segmentation_target", segmentation_target),
+            ("depth", "depth_prediction", depth_prediction, "depth_target", depth_target),
+        )
+        for task, prediction_name, prediction, target_name, target in inputs:
+            measured = task in self.tasks
+            if not measured and prediction is not None:
+                raise ValueError(f"{prediction_name} given, but {task} is not among the measured tasks {self.tasks}")
+            if measured and (prediction is None or target is None):
+                missing = prediction_name if prediction is None else target_name
+                raise ValueError(f"{missing} is None, but {task} is among the measured tasks {self.tasks}")
+        if segmentation_logits is not None:
+            self._check_segmentation_inputs(segmentation_logits, segmentation_target)
+        if depth_prediction is not None:
+            self._check_depth_inputs(depth_prediction, depth_target, segmentation_logits)
+
+    def _check_segmentation_inputs(self, segmentation_logits, segmentation_target):
+        """Raise ValueError unless logits [N, C, H, W] and integer target [N, H, W] fit together."""
         if segmentation_logits.dim() != 4 or segmentation_logits.shape[1] != self.num_classes:
             raise ValueError(
                 f"segmentation_logits must be [N, {self.num_classes}, H, W], "
@@ -142,39 +180,50 @@ class MultiTaskMetrics:
             raise ValueError(
                 f"segmentation_target must hold integer labels, got dtype {segmentation_target.dtype}"
             )
+
+    @staticmethod
+    def _check_depth_inputs(depth_prediction, depth_target, segmentation_logits):
+        """Raise ValueError unless prediction and target are both [N, 1, H, W], N the batch size of
+        segmentation_logits when that is given."""
         if tuple(depth_prediction.shape) != tuple(depth_target.shape):
             raise ValueError(
                 f"depth_prediction shape {tuple(depth_prediction.shape)} does not match "
                 f"depth_target shape {tuple(depth_target.shape)}"
             )
-        if depth_target.dim() != 4 or depth_target.shape[1] != 1 or depth_target.shape[0] != batch_size:
+        if depth_target.dim() != 4 or depth_target.shape[1] != 1:
+            raise ValueError(f"depth_target must be [N, 1, H, W], got {tuple(depth_target.shape)}")
+        if segmentation_logits is not None and depth_target.shape[0] != segmentation_logits.shape[0]:
             raise ValueError(
-                f"depth_target must be [{batch_size}, 1, H, W] to match segmentation_logits shape "
-                f"{tuple(segmentation_logits.shape)}, got {tuple(depth_target.shape)}"
+                f"depth_target must be [{segmentation_logits.shape[0]}, 1, H, W] to match segmentation_logits "
+                f"shape {tuple(segmentation_logits.shape)}, got {tuple(depth_target.shape)}"
             )
 
     @torch.no_grad()
     def update(
         self,
-        segmentation_logits: torch.Tensor,
-        segmentation_target: torch.Tensor,
-        depth_prediction: torch.Tensor,
-        depth_target: torch.Tensor,
+        segmentation_logits: Optional[torch.Tensor],
+        segmentation_target: Optional[torch.Tensor],
+        depth_prediction: Optional[torch.Tensor],
+        depth_target: Optional[torch.Tensor],
     ) -> None:
         """Accumulate one batch.
 
         segmentation_logits: float [N, C, H, W], class scores (the argmax is the prediction);
         segmentation_target: integer [N, H, W], class labels in [0, C) or ignore_index;
         depth_prediction, depth_target: float [N, 1, H, W] in the same units (e.g. metres, or
-        disparity); a pixel is valid where depth_target > 0. Raises ValueError on mismatched shapes
-        and on a label outside [0, C) that is not ignore_index.
+        disparity); a pixel is valid where depth_target > 0. The prediction of a task that is not
+        measured must be None (its target, tensor or None, is ignored). Raises ValueError on
+        mismatched shapes, on a prediction that does not fit ``tasks`` and on a label outside [0, C)
+        that is not ignore_index.
         """
         self._check_inputs(segmentation_logits, segmentation_target, depth_prediction, depth_target)
-        device = segmentation_logits.device
+        device = (depth_prediction if segmentation_logits is None else segmentation_logits).device
         if self._state["confusion_matrix"].device != device:
             self._state = {name: tensor.to(device) for name, tensor in self._state.items()}
-        self._update_segmentation(segmentation_logits, segmentation_target.to(device))
-        self._update_depth(depth_prediction.to(device), depth_target.to(device))
+        if segmentation_logits is not None:
+            self._update_segmentation(segmentation_logits, segmentation_target.to(device))
+        if depth_prediction is not None:
+            self._update_depth(depth_prediction.to(device), depth_target.to(device))
 
     def _update_segmentation(self, logits: torch.Tensor, target: torch.Tensor) -> None:
         """Add the batch to the confusion matrix and to the per-image (paper) sums."""
@@ -257,6 +306,7 @@ class MultiTaskMetrics:
         deltas are the same for depth and disparity maps, the ratio being symmetric); then iou
         (list of C per-class IoUs, NaN for a class with empty union).
         Paper protocol: miou_paper, pixel_acc_paper, abs_paper, abs_rel_paper.
+        Only the keys of the measured tasks are returned (TASK_METRIC_KEYS), in this order.
         """
         state = self._state
         confusion = state["confusion_matrix"].double()
@@ -267,7 +317,7 @@ class MultiTaskMetrics:
         image_count = state["paper_image_count"].double()
         batch_weight_total = state["paper_batch_weight_total"]
         # 0 / 0 on float64 tensors is NaN, which is the value reported when nothing valid was seen.
-        return {
+        results = {
             "miou": iou.nanmean().item(),
             "pixel_acc": (intersection.sum() / confusion.sum()).item(),
             "abs": (state["depth_abs_error_sum"] / depth_count).item(),
@@ -284,3 +334,5 @@ class MultiTaskMetrics:
             "abs_paper": (state["paper_batch_abs_weighted_sum"] / batch_weight_total).item(),
             "abs_rel_paper": (state["paper_batch_abs_rel_weighted_sum"] / batch_weight_total).item(),
         }
+        measured_keys = {key for task in self.tasks for key in TASK_METRIC_KEYS[task]}
+        return {key: value for key, value in results.items() if key in measured_keys}

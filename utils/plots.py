@@ -48,6 +48,13 @@ def save_figure(figure: Figure, path) -> None:
         figure.clear()
 
 
+def read_png_rgb(path) -> np.ndarray:
+    """A PNG written by `save_figure` as an RGB uint8 array [H, W, 3]."""
+    from matplotlib.image import imread
+    image = imread(os.fspath(path))
+    return (np.clip(image[:, :, :3], 0.0, 1.0) * 255).round().astype(np.uint8)
+
+
 def show_figures(paths) -> None:
     """Open saved PNG files in pyplot windows, one per file, and block until they are closed."""
     from matplotlib import pyplot

@@ -1,0 +1,226 @@
+"""tools.report on fabricated experiment folders (no training): two multi-task configurations and the two
+single-task baselines over three seeds, plus a corrupt, an unfinished and an incomplete folder."""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas
+import pytest
+
+from data import CITYSCAPES, NYUV2
+from tools import report
+from training.options import parse_options
+from utils.delta_m import DEFINITION, delta_m
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SEEDS = (0, 1, 2)
+SEGMENTATION_KEYS = ("miou", "pixel_acc", "miou_paper", "pixel_acc_paper")
+DEPTH_KEYS = ("abs", "abs_rel", "rmse", "rmse_log", "sq_rel", "delta1", "delta2", "delta3", "abs_paper",
+              "abs_rel_paper")
+TYPICAL_METRICS = {"miou": 0.62, "pixel_acc": 0.91, "miou_paper": 0.60, "pixel_acc_paper": 0.90, "abs": 0.014,
+                   "abs_rel": 0.31, "rmse": 0.028, "rmse_log": 0.42, "sq_rel": 0.021, "delta1": 0.62, "delta2": 0.83,
+                   "delta3": 0.92, "abs_paper": 0.015, "abs_rel_paper": 0.33}
+# (folder numbers, option overrides, group) of the fabricated runs, one folder per seed.
+CONFIGURATIONS = {
+    "uncertainty": ((1, 2, 3), {"balancing": "uncertainty"}, "group-uncertainty"),
+    "gradnorm": ((4, 5, 6), {"balancing": "gradnorm", "gradnorm_form": "original"}, "group-gradnorm"),
+    "segmentation": ((8, 10, 11), {"single_task": "segmentation"}, "group-segmentation"),
+    "depth": ((12, 13, 14), {"single_task": "depth"}, "group-depth"),
+}
+EXPECTED_NAMES = {"uncertainty": "balancing=uncertainty", "gradnorm": "balancing=gradnorm gradnorm_form=original",
+                  "segmentation": "single_task=segmentation", "depth": "single_task=depth"}
+
+
+def default_options():
+    """The options a default Cityscapes run writes to config.json, with the keys being added to it."""
+    options = vars(parse_options(CITYSCAPES, []))
+    options.update(dataset="cityscapes", single_task=None, group=None)
+    return options
+
+
+def fabricated_metrics(configuration, seed):
+    """Plausible metrics of one run, distinct per configuration and seed; a single-task run has only its
+    task's keys."""
+    rng = np.random.default_rng([sorted(CONFIGURATIONS).index(configuration), seed])
+    factor = {"uncertainty": 1.04, "gradnorm": 0.97}.get(configuration, 1.0)
+    metrics = {key: value * factor * rng.uniform(0.97, 1.03) for key, value in TYPICAL_METRICS.items()}
+    metrics["iou"] = [0.5, 0.6]
+    if configuration == "segmentation":
+        return {key: value for key, value in metrics.items() if key in SEGMENTATION_KEYS + ("iou",)}
+    if configuration == "depth":
+        return {key: value for key, value in metrics.items() if key in DEPTH_KEYS}
+    return metrics
+
+
+def write_run(root, number, options, metrics, status="finished"):
+    """An experiment folder as training writes it: config.json, results.json and (unless None) status."""
+    folder = root / f"{number:03d}"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"options": options, "device": "cpu", "versions": {},
+                                                    "git_commit": None}))
+    (folder / "results.json").write_text(json.dumps({"metrics": metrics, "epoch": 2}))
+    if status is not None:
+        (folder / "status").write_text(status + "\n")
+    return folder
+
+
+@pytest.fixture
+def experiments(tmp_path):
+    """(exps folder, {configuration: [metrics per seed]}) of the fabricated runs and the unusable folders."""
+    root = tmp_path / "exps"
+    root.mkdir()
+    metrics_by_configuration = {}
+    for configuration, (numbers, overrides, group) in CONFIGURATIONS.items():
+        metrics_by_configuration[configuration] = []
+        for number, seed in zip(numbers, SEEDS):
+            options = {**default_options(), **overrides, "seed": seed, "group": group,
+                       "save_path": str(root), "explicit": sorted(overrides)}
+            metrics = fabricated_metrics(configuration, seed)
+            write_run(root, number, options, metrics, status="finished" if number != 8 else None)
+            metrics_by_configuration[configuration].append(metrics)
+    (write_run(root, 7, default_options(), {}) / "config.json").write_text("{not json")
+    write_run(root, 9, default_options(), fabricated_metrics("uncertainty", 0), status="failed: x")
+    (write_run(root, 15, default_options(), {}, status=None) / "results.json").unlink()
+    (root / "results.csv").write_text("experiment\n")
+    return root, metrics_by_configuration
+
+
+def rows_by_name(root, groups=None):
+    """The report's rows of `root` keyed by name."""
+    runs, _ = report.load_runs(root)
+    return {row.name: row for row in report.build_rows(report.select_groups(runs, groups), runs)}
+
+
+def expected_delta_m(metrics_by_configuration, configuration, protocol):
+    """Δm per seed of a configuration against the same seed's baselines, computed here with utils.delta_m."""
+    return [delta_m(multi_task, {"segmentation": segmentation, "depth": depth}, protocol)
+            for multi_task, segmentation, depth in zip(metrics_by_configuration[configuration],
+                                                       metrics_by_configuration["segmentation"],
+                                                       metrics_by_configuration["depth"])]
+
+
+def test_rows_names_counts_means_and_sample_stds(experiments):
+    root, metrics_by_configuration = experiments
+    rows = rows_by_name(root)
+    assert list(rows) == [EXPECTED_NAMES[name] for name in CONFIGURATIONS] + [
+        "paper, reported (cityscapes, 7 classes, 128x256)"]
+    for configuration, name in EXPECTED_NAMES.items():
+        row = rows[name]
+        assert len(row.experiments) == 3 and row.seeds == SEEDS
+        for key in SEGMENTATION_KEYS + DEPTH_KEYS:
+            values = [metrics[key] for metrics in metrics_by_configuration[configuration] if key in metrics]
+            mean, std = row.values[key]
+            if len(values) == 3:
+                assert mean == pytest.approx(np.mean(values)) and std == pytest.approx(np.std(values, ddof=1))
+            else:
+                assert math.isnan(mean) and math.isnan(std)
+    assert rows[EXPECTED_NAMES["segmentation"]].kind == "single-task"
+    assert math.isnan(rows[EXPECTED_NAMES["segmentation"]].values["delta_m"][0])
+
+
+def test_delta_m_is_paired_by_seed_then_averaged(experiments):
+    root, metrics_by_configuration = experiments
+    rows = rows_by_name(root)
+    for configuration in ("uncertainty", "gradnorm"):
+        row = rows[EXPECTED_NAMES[configuration]]
+        for column, protocol in (("delta_m", "standard"), ("delta_m_paper", "paper")):
+            values = expected_delta_m(metrics_by_configuration, configuration, protocol)
+            assert row.values[column] == pytest.approx((np.mean(values), np.std(values, ddof=1)))
+        assert row.pairing == "3/3 paired by seed"
+
+
+def test_delta_m_without_a_matching_seed_uses_the_seed_averaged_baselines(experiments):
+    root, metrics_by_configuration = experiments
+    lone_metrics = fabricated_metrics("uncertainty", 99)
+    write_run(root, 16, {**default_options(), "lp": "MSE", "seed": 99}, lone_metrics)
+    row = rows_by_name(root)["lp=MSE"]
+    baselines = {task: {key: np.mean([metrics[key] for metrics in metrics_by_configuration[task]])
+                        for key in metrics_by_configuration[task][0] if key != "iou"}
+                 for task in ("segmentation", "depth")}
+    assert row.values["delta_m"][0] == pytest.approx(delta_m(lone_metrics, baselines, "standard"))
+    assert math.isnan(row.values["delta_m"][1]) and math.isnan(row.values["miou"][1])
+    assert row.pairing == "0/1 paired by seed"
+
+
+def test_no_baseline_of_the_same_size_leaves_delta_m_blank(experiments):
+    root, _ = experiments
+    write_run(root, 16, {**default_options(), "height": 256, "width": 512}, fabricated_metrics("uncertainty", 0))
+    row = rows_by_name(root)["height=256 width=512"]
+    assert math.isnan(row.values["delta_m"][0]) and row.pairing == ""
+
+
+def test_dataset_and_demo_are_named_and_options_at_their_defaults_are_not(tmp_path):
+    runs = [({**vars(parse_options(CITYSCAPES, [])), "dataset": "cityscapes"}, "dataset=cityscapes"),
+            ({**vars(parse_options(CITYSCAPES, ["--demo"])), "dataset": "cityscapes"}, "dataset=cityscapes demo=True"),
+            ({**vars(parse_options(NYUV2, ["--epochs", "3"])), "dataset": "nyu"}, "dataset=nyu epochs=3")]
+    for number, (options, _) in enumerate(runs, start=1):
+        options.pop("single_task", None)
+        write_run(tmp_path, number, options, fabricated_metrics("uncertainty", 0))
+    rows = rows_by_name(tmp_path)
+    assert [name for name, row in rows.items() if row.kind != "paper"] == [name for _, name in runs]
+    assert list(rows)[2] == "paper, reported (cityscapes, 7 classes, 128x256)"
+    loaded, _ = report.load_runs(tmp_path)
+    assert report.shared_options(loaded) == ""
+    assert report.shared_options(loaded[:1]) == "dataset=cityscapes"
+
+
+def test_unusable_folders_are_skipped_with_their_reason(experiments):
+    root, _ = experiments
+    runs, skipped = report.load_runs(root)
+    assert sorted(run.name for run in runs) == ["001", "002", "003", "004", "005", "006", "008", "010", "011",
+                                                "012", "013", "014"]
+    reasons = {item.name: item.reason for item in skipped}
+    assert list(reasons) == ["007", "009", "015"]
+    assert reasons["007"].startswith("config.json unreadable")
+    assert reasons["009"] == "status: failed: x"
+    assert reasons["015"] == "no results.json"
+
+
+def test_group_filter_keeps_the_baselines_for_delta_m(experiments):
+    root, metrics_by_configuration = experiments
+    rows = rows_by_name(root, ["group-gradnorm"])
+    assert list(rows) == ["default", "paper, reported (cityscapes, 7 classes, 128x256)"]
+    values = expected_delta_m(metrics_by_configuration, "gradnorm", "standard")
+    assert rows["default"].values["delta_m"][0] == pytest.approx(np.mean(values))
+    assert rows["default"].experiments == ("004", "005", "006")
+
+
+def test_main_prints_the_table_and_writes_csv_markdown_and_png(experiments, tmp_path, capsys):
+    root, metrics_by_configuration = experiments
+    out = tmp_path / "report"
+    assert report.main([str(root), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert DEFINITION in printed
+    assert "skipped: 007 (config.json unreadable" in printed and "skipped: 009 (status: failed: x)" in printed
+    uncertainty_miou = [metrics["miou"] * 100 for metrics in metrics_by_configuration["uncertainty"]]
+    assert f"{np.mean(uncertainty_miou):.2f} ± {np.std(uncertainty_miou, ddof=1):.2f}" in printed
+    table = pandas.read_csv(out / "report.csv")
+    assert list(table["name"])[:4] == list(EXPECTED_NAMES.values())
+    assert list(table["n"])[:4] == [3, 3, 3, 3]
+    assert table["miou_paper_mean"].iloc[-1] == pytest.approx(0.6651)
+    assert table["delta_m_mean"].iloc[1] == pytest.approx(
+        np.mean(expected_delta_m(metrics_by_configuration, "gradnorm", "standard")))
+    markdown = (out / "report.md").read_text()
+    assert "| balancing=gradnorm gradnorm_form=original | 3 |" in markdown and "- skipped: 015" in markdown
+    assert (out / "report.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_missing_folder_and_empty_folder_exit_codes(tmp_path, capsys):
+    assert report.main([str(tmp_path / "absent")]) == 2
+    assert report.main([str(tmp_path)]) == 1
+    assert "no finished run to report" in capsys.readouterr().out
+
+
+def test_command_line_run(experiments, tmp_path):
+    root, _ = experiments
+    out = tmp_path / "cli"
+    completed = subprocess.run([sys.executable, "-m", "tools.report", str(root), "--out", str(out)],
+                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert "balancing=gradnorm gradnorm_form=original" in completed.stdout
+    assert "paper protocol:" in completed.stdout and "skipped: 015 (no results.json)" in completed.stdout
+    assert sorted(path.name for path in out.iterdir()) == ["report.csv", "report.md", "report.png"]
