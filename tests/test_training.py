@@ -69,7 +69,7 @@ def check_experiment(folder, epochs=2, balancing_columns=()):
         assert 0 <= metrics[key] <= 1, key
     best = torch.load(folder / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
     assert best["model_arguments"] == {"enc_layers": 18, "num_classes": config["options"]["num_classes"],
-                                       "batch_norm": False, "wider_ttnet": False}
+                                       "batch_norm": False, "wider_ttnet": False, "single_task": None}
     assert best["balancer"]["method"] == config["options"]["balancing"]
     assert results["epoch"] == int(history["epoch"][history["val_loss"].idxmin()])
     for figure in ("loss_curves.png", "predictions.png", "depth_error.png"):
