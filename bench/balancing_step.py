@@ -3,11 +3,11 @@
 Run: python bench/balancing_step.py [--cpu] [--height 64 --width 128 --batch_size 4 --steps 5 --repeats 3]
          [--cases none uncertainty gradnorm:paper gradnorm:original]
 Each case is warmed up by one step, then timed over `--repeats` interleaved rounds of `--steps` steps,
-each step on its own; it prints images/s at the median step time (robust to a busy machine), the
-fastest and slowest step and the ratio against the first case (the plain sum by default), then the
-floating-point operations of one more step and the same ratio on them (independent of the machine's
-load). All cases run in this one process, with the engine's own training step
-(training.engine.train_step).
+each step on its own. Per case it prints images/s at the median step time and its ratio against the
+first case (the plain sum by default), the fastest step and its ratio (closest to an idle machine when
+other processes share the CPU), and the floating-point operations of one more step with their ratio
+(independent of the machine's load; torch.utils.flop_counter). All cases run in this one process, with
+the engine's own training step (training.engine.train_step).
 """
 import argparse
 import os
@@ -93,13 +93,15 @@ def main():
             durations[case] += step_seconds(parts[case], batch, options.steps, device)
     flops = {case: step_flops(parts[case], batch, device) for case in options.cases}
     baseline = options.cases[0]
+    print(f"{'':<26}{'img/s':>8} {'ratio':>6}   {'fastest':>7} {'ratio':>6}   {'GFLOP':>7} {'ratio':>6}   "
+          f"(ratios vs {baseline}: of median steps, of fastest steps, of FLOPs)")
     for case in options.cases:
         method, _, form = case.partition(":")
         label = f"{method} ({form} form)" if form else method
-        median = statistics.median(durations[case])
-        print(f"{label:<26}{options.batch_size / median:>8.2f} img/s  (steps {min(durations[case]):.3f}-"
-              f"{max(durations[case]):.3f} s)  ratio vs {baseline} {statistics.median(durations[baseline]) / median:.3f}"
-              f"  |  {flops[case] / 1e9:.1f} GFLOP/step  ratio {flops[baseline] / flops[case]:.3f}")
+        median, fastest = statistics.median(durations[case]), min(durations[case])
+        print(f"{label:<26}{options.batch_size / median:>8.2f} {statistics.median(durations[baseline]) / median:>6.3f}"
+              f"   {fastest:>6.3f}s {min(durations[baseline]) / fastest:>6.3f}"
+              f"   {flops[case] / 1e9:>7.1f} {flops[baseline] / flops[case]:>6.3f}")
 
 
 if __name__ == "__main__":
