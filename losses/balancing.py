@@ -174,15 +174,15 @@ class GradNorm(LossBalancer):
         activation = self.activation_recorder.take() if self.activation_recorder is not None else None
         consumers_per_group = activation_consumers(groups, activation, shared_weight)
         total = self.combine(groups)
-        if consumers_per_group is None or not torch.all(self.task_weight != 0):
+        if consumers_per_group is not None and bool(torch.all(self.task_weight != 0)):
+            split = GroupGradientSplit(activation, consumers_per_group, shared_weight)
+            split.backward(total)
+            gradient_norms = split.shared_weight_norms() / self.task_weight.detach().abs()
+        else:
             gradient_norms = torch.stack([
                 torch.linalg.vector_norm(torch.autograd.grad(group, shared_weight, retain_graph=True)[0])
                 for group in groups])
             total.backward()
-        else:
-            split = GroupGradientSplit(activation, consumers_per_group, shared_weight)
-            split.backward(total)
-            gradient_norms = split.shared_weight_norms() / self.task_weight.detach().abs()
         weighted_norms = self.task_weight * gradient_norms
         loss_ratio = detached_groups / self.initial_losses
         relative_rate = loss_ratio / loss_ratio.mean()

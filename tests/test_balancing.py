@@ -1,6 +1,5 @@
 """Loss balancing: uncertainty weights and GradNorm (both forms) against their definitions."""
 import copy
-import gc
 import pickle
 import weakref
 
@@ -9,7 +8,7 @@ import torch
 
 from losses import GradNorm, LossBalancer, UncertaintyWeights, XTaskLoss, make_balancer
 from losses import balancing
-from losses.balancing import GRADNORM_FORMS, activation_consumers
+from losses.balancing import GRADNORM_FORMS, GroupGradientSplit, activation_consumers
 from models import ResNetEncoder, XTaskTSNet
 
 
@@ -472,7 +471,7 @@ def test_paper_gradnorm_one_pass_split_matches_the_per_group_passes_over_two_ste
 
 
 def test_paper_gradnorm_one_pass_split_matches_the_two_pass_reference(monkeypatch):
-    """The reference of the per-group test above, now through the recorded activation."""
+    """The create_graph reference of the first GradNorm test, met through the recorded activation."""
     model, criterion, *batch = tiny_step_inputs(1)
     balancer = GradNorm(alpha=0.16, lr=1e-2)
     with torch.no_grad():
@@ -490,6 +489,27 @@ def test_paper_gradnorm_one_pass_split_matches_the_two_pass_reference(monkeypatc
         if name in reference_model_grads:
             torch.testing.assert_close(parameter.grad, reference_model_grads[name], rtol=1e-4, atol=1e-7)
     torch.testing.assert_close(balancer.task_weight.grad, reference_weight_grad, rtol=1e-4, atol=1e-7)
+
+
+def test_group_gradient_split_adds_every_consumer_and_input_position_of_a_group():
+    """Group 0 reaches the activation through two nodes, group 1 through one node that takes it twice."""
+    generator = torch.Generator().manual_seed(7)
+    shared_weight = torch.randn(4, 4, generator=generator, requires_grad=True)
+    head, scale = torch.randn(4, 2, generator=generator, requires_grad=True), torch.randn(4, requires_grad=True)
+    activation = torch.tanh(torch.randn(3, 4, generator=generator) @ shared_weight)
+    groups = torch.stack(((activation @ head).pow(2).sum() + (activation * scale).sum(),
+                          (activation * activation).sum() * 0.5))
+    weights = torch.tensor([1.5, 0.25])
+    expected = torch.stack([torch.linalg.vector_norm(torch.autograd.grad(weight * group, shared_weight,
+                                                                         retain_graph=True)[0])
+                            for weight, group in zip(weights, groups)])
+    consumers = activation_consumers(groups, activation, shared_weight)
+    assert sorted(len(node_positions) for node_positions in consumers[0].values()) == [1, 1]
+    assert list(consumers[1].values()) == [[0, 1]]
+    split = GroupGradientSplit(activation, consumers, shared_weight)
+    split.backward((weights * groups).sum())
+    torch.testing.assert_close(split.shared_weight_norms(), expected)
+    assert head.grad is not None and shared_weight.grad is not None
 
 
 def test_paper_gradnorm_takes_the_per_group_passes_when_the_activation_does_not_split_the_graph(monkeypatch):
@@ -519,6 +539,7 @@ def test_paper_gradnorm_takes_the_per_group_passes_when_the_activation_does_not_
 
 
 def test_paper_gradnorm_keeps_one_hook_and_releases_each_step_s_activation():
+    """Reference counting alone frees each step's activation (no cycle through the graph's hooks)."""
     model, criterion, *batch = tiny_step_inputs(5)
     balancer = GradNorm(lr=1e-2)
     stage = model.encoder.stage4
@@ -533,9 +554,8 @@ def test_paper_gradnorm_keeps_one_hook_and_releases_each_step_s_activation():
         balancer.backward(groups, balancer.shared_weight(model))
         balancer.step()
         del groups
-        gc.collect()
         assert balancer.activation_recorder.activation is None
-        assert activations[-1]() is None
+        assert activations[-1]() is None, "the step's activation outlived it (a reference cycle or a kept reference)"
         assert len(stage._forward_hooks) == 2
     watcher.remove()
 
