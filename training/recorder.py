@@ -195,6 +195,7 @@ class Recorder:
         self.best_loss = math.inf
         self.best_epoch = None
         self.best_state = None
+        self.saved_epoch = 0
         self.board = None
 
     @classmethod
@@ -224,7 +225,8 @@ class Recorder:
         parts.scheduler.load_state_dict(last["scheduler"])
         restore_random_states(last["random_states"], loader_generator)
         recorder.history = list(last["history"])
-        recorder.best_loss, recorder.best_epoch = last["best_val_loss"], best["epoch"]
+        recorder.saved_epoch = last["epoch"]
+        recorder.best_loss, recorder.best_epoch = best["best_val_loss"], best["epoch"]
         recorder.best_state = {"model": best["model"], "balancing": best["balancing"]}
         recorder.write_status("running")
         return recorder
@@ -253,8 +255,10 @@ class Recorder:
                 "history": self.history}
 
     def record_epoch(self, record):
-        """After an epoch: add it to the history, update the best-so-far state, then write last.pt,
-        metrics.csv and (when the validation loss improved) best.pt. A non-finite state is never saved."""
+        """After an epoch: add it to the history, update the best-so-far state, then write best.pt (when
+        the validation loss improved), last.pt and metrics.csv, in that order: an interruption between
+        two writes leaves metrics.csv never ahead of last.pt, and best.pt always consistent with its own
+        best_val_loss. A non-finite state is never saved."""
         model_state, balancer_state = self.parts.model.state_dict(), self.parts.balancer.state_dict()
         if not (state_is_finite(model_state) and state_is_finite(balancer_state)):
             raise NonFiniteTraining(f"non-finite weights at the end of epoch {record['epoch']}; not saved")
@@ -265,13 +269,14 @@ class Recorder:
             self.best_state = {"model": copy.deepcopy(model_state), "balancing": copy.deepcopy(balancer_state)}
         if self.folder is None:
             return
+        if improved:
+            write_or_explain(save_torch, self.path("checkpoints", "best.pt"), self.evaluation_checkpoint(record["epoch"]))
         last = self.evaluation_checkpoint(record["epoch"])
         last.update(optimizer=self.parts.optimizer.state_dict(), scheduler=self.parts.scheduler.state_dict(),
                     random_states=capture_random_states(self.loader_generator))
         write_or_explain(save_torch, self.path("checkpoints", "last.pt"), last)
+        self.saved_epoch = record["epoch"]
         write_or_explain(write_csv, self.path("metrics.csv"), self.history)
-        if improved:
-            write_or_explain(save_torch, self.path("checkpoints", "best.pt"), self.evaluation_checkpoint(record["epoch"]))
         if self.board is not None:
             self.board.log_epoch(record)
 

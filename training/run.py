@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from data.cache import refuse_split_without_targets
 from losses import make_balancer
 from models import XTaskTSNet
 from training import engine
@@ -156,12 +157,33 @@ def resumed_options(options, folder):
     return merged
 
 
-def check_every_sample(dataset):
-    """Read every sample of `dataset` once, so that a bad file stops the run before its first epoch (the
-    cache's build does this for every split; without the cache the validation split is read here)."""
+class SampleTargetCounts(torch.utils.data.Dataset):
+    """A split's samples as (valid label pixels, valid depth pixels) counts, each read from its files."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        """Number of samples in the split."""
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        """(pixels with a class id, pixels with depth > 0) of sample `index`, read and checked."""
+        _, segmentation, depth = self.dataset.read_sample(self.dataset.samples[index])
+        return int((segmentation != self.dataset.ignore_index).sum()), int((depth > 0).sum())
+
+
+def check_every_sample(dataset, workers):
+    """Read every sample of `dataset` once (with `workers` processes), so that a bad file or a split
+    without any labelled or any valid depth pixel stops the run before its first epoch (the cache's
+    build does this for every split; --no_cache runs it here)."""
     print(f"checking the {len(dataset)} {dataset.split} samples ...")
-    for sample in dataset.samples:
-        dataset.read_sample(sample)
+    counts = DataLoader(SampleTargetCounts(dataset), batch_size=None, num_workers=workers)
+    valid_label_pixels = valid_depth_pixels = 0
+    for label_pixels, depth_pixels in counts:
+        valid_label_pixels += label_pixels
+        valid_depth_pixels += depth_pixels
+    refuse_split_without_targets(dataset, valid_label_pixels, valid_depth_pixels)
 
 
 def start_recorder(context, parts, train_set, generator):
@@ -183,7 +205,8 @@ def train(context, stop):
     options = context.options
     train_set, val_set = context.dataset("train", augment=True), context.dataset("val", augment=False)
     if options.no_cache:
-        check_every_sample(val_set)
+        for dataset in (train_set, val_set):
+            check_every_sample(dataset, options.workers)
     generator = torch.Generator().manual_seed(options.seed)
     train_loader, val_loader = context.loader(train_set, generator), context.loader(val_set)
     parts = engine.build_training(options, context.device, train_set.num_classes)
@@ -200,7 +223,7 @@ def train(context, stop):
     try:
         results = fit_and_evaluate(context, parts, recorder, (train_loader, val_loader), stop)
     except RunInterrupted:
-        recorder.write_status(f"interrupted at epoch {recorder.next_epoch}")
+        recorder.write_status(f"interrupted at epoch {recorder.saved_epoch + 1}")
         report_interruption(context, recorder)
         raise
     except (NonFiniteTraining, UserInputError) as error:
@@ -233,13 +256,13 @@ def fit_and_evaluate(context, parts, recorder, loaders, stop):
 
 def report_interruption(context, recorder):
     """Say what an interrupted run kept: the resume command when a checkpoint exists."""
-    if recorder.folder is not None and os.path.exists(recorder.path("checkpoints", "last.pt")):
-        print(f"interrupted during epoch {recorder.next_epoch}: {recorder.folder} holds epochs 1-"
-              f"{recorder.next_epoch - 1}; resume with:\n  {context.resume_command(recorder.folder)}",
-              file=sys.stderr)
+    epoch = recorder.saved_epoch + 1
+    if recorder.folder is not None and recorder.saved_epoch > 0:
+        print(f"interrupted during epoch {epoch}: {recorder.folder} holds epochs 1-{recorder.saved_epoch}; "
+              f"resume with:\n  {context.resume_command(recorder.folder)}", file=sys.stderr)
     else:
-        print(f"interrupted during epoch {recorder.next_epoch}: no checkpoint was written yet, so there is "
-              "nothing to resume", file=sys.stderr)
+        print(f"interrupted during epoch {epoch}: no checkpoint was written yet, so there is nothing to resume",
+              file=sys.stderr)
 
 
 def infer(context):
