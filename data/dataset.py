@@ -1,6 +1,7 @@
 """The sample pipeline every dataset shares (Cityscapes, NYUv2, ...): read (at the output size, from the
-files or from the split's preprocessed cache), augment (training), normalise, convert to tensors; class
-names and plot colours; and the random stream that drives the augmentation."""
+files or from the split's preprocessed cache), augment (training; or defer the augmentation to the device),
+normalise, convert to tensors; class names and plot colours; and the random stream that drives the
+augmentation."""
 
 import os
 
@@ -9,7 +10,7 @@ from torch.utils.data import Dataset
 
 from data.cache import cached_sample, find_or_build_cache, open_cache_arrays
 from data.common import check_ignore_index, check_output_size
-from data.transforms import image_as_float, normalise_imagenet, random_augment, to_tensors
+from data.transforms import draw_augmentation, image_as_float, normalise_imagenet, random_augment, to_tensors
 
 SEED_MODULUS = 2 ** 64  # numpy seed sequences take non-negative integers
 
@@ -37,6 +38,9 @@ class MultiTaskDataset(Dataset):
     processes), differs between samples and between epochs, and a resumed run continues exactly: the
     training loop calls `set_epoch(epoch)` before each epoch (the loader starts its workers per
     epoch, so they get the epoch). With `augment` off a sample is a pure function of its files.
+
+    Deferred augmentation: after `defer_augmentation()` a sample is returned unaugmented together with
+    the augmentation drawn for it (`augmentation_deferred` is then True; it survives pickling to workers).
     """
 
     layout = ""
@@ -68,6 +72,7 @@ class MultiTaskDataset(Dataset):
         self.augment = augment
         self.seed = seed
         self.epoch = 1
+        self.augmentation_deferred = False
         self.cache_folder = None
         self.cache_manifest = None
         self._cached_arrays = None
@@ -115,12 +120,37 @@ class MultiTaskDataset(Dataset):
         """Number of samples in the split."""
         return len(self.samples)
 
+    def defer_augmentation(self) -> None:
+        """From now on return each sample unaugmented, with the augmentation drawn for it appended:
+        (image [3, H, W] float32, segmentation [H, W] int64, depth [1, H, W] float32, augmentation
+        float32 [4] = (flip 0/1, scale, top, left)), the parameters that the CPU path would apply (same
+        generator, same draws; see data.transforms.Augmentation). The DataLoader's default collate stacks
+        them to [N, 4] for data.device_augment.augment_batch. The ImageNet normalisation of
+        `normalise_image` datasets then comes before the augmentation instead of after it: a per-channel
+        affine map commutes with the flip, the crop, the nearest and the bilinear resampling (whose two
+        weights per axis sum to 1), so the result equals the CPU path's up to float rounding (< 1e-5).
+        Raises ValueError when the dataset does not augment (augment=False)."""
+        if not self.augment:
+            raise ValueError("defer_augmentation: this dataset does not augment (augment=False)")
+        self.augmentation_deferred = True
+
     def __getitem__(self, index: int) -> tuple:
-        """Sample `index` as (image [3, H, W] float32, segmentation [H, W] int64, depth [1, H, W] float32)."""
+        """Sample `index` as (image [3, H, W] float32, segmentation [H, W] int64, depth [1, H, W] float32),
+        augmented when `augment` is on; after defer_augmentation() unaugmented, with its drawn
+        augmentation float32 [4] appended (see defer_augmentation)."""
         image, segmentation, depth = self.load_sample(index)
+        if self.augmentation_deferred:
+            height, width = segmentation.shape
+            augmentation = draw_augmentation(self.random_generator(index), height, width)
+            return self.normalised_tensors(image, segmentation, depth) + (augmentation.as_tensor(),)
         if self.augment:
             image, segmentation, depth = random_augment(image, segmentation, depth, self.random_generator(index),
                                                         self.depth_is_disparity)
+        return self.normalised_tensors(image, segmentation, depth)
+
+    def normalised_tensors(self, image: np.ndarray, segmentation: np.ndarray, depth: np.ndarray) -> tuple:
+        """The arrays as (image [3, H, W] float32, ImageNet-normalised when `normalise_image`,
+        segmentation [H, W] int64, depth [1, H, W] float32)."""
         if self.normalise_image:
             image = normalise_imagenet(image)
         return to_tensors(image, segmentation, depth)

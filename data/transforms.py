@@ -3,7 +3,13 @@ augmentation (horizontal flip, random scale-crop) that moves image, labels and d
 
 Arrays of one sample: image float32 [H, W, 3], segmentation int64 [H, W] (class ids and an ignore
 index), depth float32 [H, W] (metres, or disparity/256 for Cityscapes; 0 marks a missing value).
+
+The augmentation is drawn (`draw_augmentation`) apart from being applied (`apply_augmentation` here,
+or data.device_augment.augment_batch on a whole batch on the device), so both paths use the same
+parameters drawn from the same per-sample generator.
 """
+
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -64,18 +70,51 @@ def scale_crop(image: np.ndarray, segmentation: np.ndarray, depth: np.ndarray, s
     return image, segmentation, depth
 
 
-def random_augment(image: np.ndarray, segmentation: np.ndarray, depth: np.ndarray, generator: np.random.Generator,
-                   depth_is_disparity: bool) -> tuple:
-    """Training augmentation drawn from `generator`: a horizontal flip with probability 0.5, then a
-    scale-crop with the scale drawn from CROP_SCALES at a uniformly drawn position."""
-    if generator.random() < FLIP_PROBABILITY:
-        image, segmentation, depth = horizontal_flip(image, segmentation, depth)
+class Augmentation(NamedTuple):
+    """The drawn augmentation of one sample: mirror left-right first when `flip`, then zoom in by
+    `scale` (one of CROP_SCALES) on the crop crop_size(H, W, scale) whose top-left pixel is (top, left)
+    in the (flipped) sample."""
+
+    flip: bool
+    scale: float
+    top: int
+    left: int
+
+    def as_tensor(self) -> torch.Tensor:
+        """The parameters as float32 [4]: (flip 0 or 1, scale, top, left); exact (pixel offsets < 2^24)."""
+        return torch.tensor([float(self.flip), self.scale, self.top, self.left], dtype=torch.float32)
+
+
+def draw_augmentation(generator: np.random.Generator, height: int, width: int) -> Augmentation:
+    """The training augmentation of a height x width sample drawn from `generator`: a horizontal
+    flip with probability 0.5, then a scale from CROP_SCALES and a uniformly drawn crop position.
+    Consumes, in this order, one generator.random(), one generator.choice and two generator.integers."""
+    flip = bool(generator.random() < FLIP_PROBABILITY)
     scale = float(generator.choice(CROP_SCALES))
-    height, width = segmentation.shape
     crop_height, crop_width = crop_size(height, width, scale)
     top = int(generator.integers(0, height - crop_height + 1))
     left = int(generator.integers(0, width - crop_width + 1))
-    return scale_crop(image, segmentation, depth, scale, top, left, depth_is_disparity)
+    return Augmentation(flip, scale, top, left)
+
+
+def apply_augmentation(image: np.ndarray, segmentation: np.ndarray, depth: np.ndarray, augmentation: Augmentation,
+                       depth_is_disparity: bool) -> tuple:
+    """The sample (image [H, W, 3], segmentation [H, W], depth [H, W]) flipped when augmentation.flip,
+    then scale-cropped (see scale_crop) at augmentation.scale, .top, .left."""
+    if augmentation.flip:
+        image, segmentation, depth = horizontal_flip(image, segmentation, depth)
+    return scale_crop(image, segmentation, depth, augmentation.scale, augmentation.top, augmentation.left,
+                      depth_is_disparity)
+
+
+def random_augment(image: np.ndarray, segmentation: np.ndarray, depth: np.ndarray, generator: np.random.Generator,
+                   depth_is_disparity: bool) -> tuple:
+    """Training augmentation drawn from `generator` (draw_augmentation) and applied (apply_augmentation):
+    a horizontal flip with probability 0.5, then a scale-crop with the scale drawn from CROP_SCALES at a
+    uniformly drawn position."""
+    height, width = segmentation.shape
+    augmentation = draw_augmentation(generator, height, width)
+    return apply_augmentation(image, segmentation, depth, augmentation, depth_is_disparity)
 
 
 def image_as_float(image: np.ndarray) -> np.ndarray:
