@@ -8,6 +8,11 @@ optimizer step. The engine calls `start_epoch(epoch)` before each epoch and meas
 GradNorm has two forms: "paper" (Chen et al. 2018; the weights get only the gradient of L_grad and
 the model only that of the total) and "original" (the procedure of the original xtask_mt code, whose
 L_grad also reaches the model's gradients; see `GradNorm`).
+
+Under torchrun the model is wrapped in DistributedDataParallel, which averages the model's gradients;
+a balancer measures at the unwrapped model and averages what is its own over the processes: the
+gradients of its learnable parameters, and GradNorm's losses and per-group gradients at the shared
+weight (so its norms and loss ratios are those of the global batch).
 """
 import functools
 import inspect
@@ -16,6 +21,8 @@ import weakref
 
 import torch
 from torch import nn
+
+from utils.distributed import average_across_processes, average_gradients, unwrap_model
 
 GROUP_NAMES = ("segmentation", "depth")
 GRADNORM_FORMS = ("paper", "original")
@@ -34,9 +41,11 @@ class LossBalancer(nn.Module):
 
     def backward(self, groups, shared_weight):
         """One backward pass of the total; returns the total, detached. `shared_weight` is the last shared
-        layer's weight (used by GradNorm only)."""
+        layer's weight (used by GradNorm only). Under torchrun the gradients of `model_parameters()` are
+        then averaged over the processes (DDP averages only the model's)."""
         total = self.combine(groups)
         total.backward()
+        average_gradients(self.model_parameters())
         return total.detach()
 
     def step(self):
@@ -46,8 +55,9 @@ class LossBalancer(nn.Module):
         """Called by the engine before each training epoch (1-based); nothing to do here."""
 
     def shared_weight(self, model):
-        """The weight tensor the balancer measures gradients at: the model's last shared layer."""
-        return model.last_shared_weight
+        """The weight tensor the balancer measures gradients at: the model's last shared layer (of the
+        model inside a DistributedDataParallel wrapper)."""
+        return unwrap_model(model).last_shared_weight
 
     def weights(self):
         """Current balancing weights for logging, as {name: float}."""
@@ -122,7 +132,9 @@ class GradNorm(LossBalancer):
         """The model's last shared layer (paper) or conv2 of the encoder's last block (original). The paper
         form also puts one forward hook on the model's last shared stage (kept until `remove_hooks()` or a
         call with another model): from the next forward on, its backward splits the gradient by group at
-        that stage's output instead of traversing each group's decoder once more."""
+        that stage's output instead of traversing each group's decoder once more. A model in a
+        DistributedDataParallel wrapper is measured inside it."""
+        model = unwrap_model(model)
         if self.form == "original":
             return model.last_block_conv2_weight
         stage = last_shared_stage(model)
@@ -167,10 +179,10 @@ class GradNorm(LossBalancer):
         gradient of L_grad into the weights only. The norms come from that one pass when the activation
         recorded by `shared_weight(model)` splits this graph by group (see `activation_consumers`) and no
         weight is 0 (the pass carries w_k-weighted gradients), otherwise from one extra backward pass per
-        group."""
-        detached_groups = groups.detach()
-        if torch.isnan(self.initial_losses).any():
-            self.initial_losses.copy_(detached_groups)
+        group. Under torchrun the losses and the per-group gradients are averaged over the processes
+        first, so every process computes the same weights' gradient, that of the global batch."""
+        detached_groups = average_across_processes(groups.detach().clone())
+        self.initial_losses.copy_(torch.where(torch.isnan(self.initial_losses), detached_groups, self.initial_losses))
         activation = self.activation_recorder.take() if self.activation_recorder is not None else None
         consumers_per_group = activation_consumers(groups, activation, shared_weight)
         total = self.combine(groups)
@@ -180,7 +192,8 @@ class GradNorm(LossBalancer):
             gradient_norms = split.shared_weight_norms() / self.task_weight.detach().abs()
         else:
             gradient_norms = torch.stack([
-                torch.linalg.vector_norm(torch.autograd.grad(group, shared_weight, retain_graph=True)[0])
+                torch.linalg.vector_norm(average_across_processes(
+                    torch.autograd.grad(group, shared_weight, retain_graph=True)[0]))
                 for group in groups])
             total.backward()
         weighted_norms = self.task_weight * gradient_norms
@@ -345,8 +358,10 @@ class GroupGradientSplit:
                 handle.remove()
 
     def shared_weight_norms(self):
-        """||w_k d group_k / d shared_weight|| for each group, after `backward`."""
-        return torch.stack([torch.linalg.vector_norm(gradient) for gradient in self.shared_weight_gradients])
+        """||w_k d group_k / d shared_weight|| for each group, after `backward`; under torchrun of the
+        gradients averaged over the processes."""
+        return torch.stack([torch.linalg.vector_norm(average_across_processes(gradient))
+                            for gradient in self.shared_weight_gradients])
 
     def _add_share(self, group_index, positions, grad_inputs, grad_outputs):
         """Post-hook of a consumer node: add what it sends to `activation` to its group's share."""

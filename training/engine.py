@@ -10,10 +10,12 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
+from data.device_augment import augment_batch
 from losses import XTaskLoss, make_balancer
 from losses.xtask import COMPONENT_NAMES
 from training.interrupts import NonFiniteTraining
-from training.options import balancer_arguments, build_model, loss_arguments
+from training.options import SpeedSettings, balancer_arguments, build_model, loss_arguments
+from utils import distributed
 from utils.metrics import MultiTaskMetrics
 
 PROGRESS_SECONDS = 1.0
@@ -23,13 +25,16 @@ DEPTH_PLOT_PIXELS_PER_BATCH = 2000
 @dataclass
 class TrainingParts:
     """What a training step works on: the network, its loss, the balancer, the optimizer (model and
-    balancer parameters) and the per-epoch learning-rate scheduler."""
+    balancer parameters), the per-epoch learning-rate scheduler, how the step runs on its device, and
+    whether the training depth is disparity (for batches augmented on the device)."""
 
     model: torch.nn.Module
     criterion: XTaskLoss
     balancer: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
+    speed: SpeedSettings = SpeedSettings()
+    depth_is_disparity: bool = False
 
 
 class LossMeter:
@@ -63,6 +68,21 @@ class LossMeter:
             return None
         return step, [name for name, bad in zip(self.names, self.non_finite.tolist()) if bad]
 
+    def reduce_across_processes(self):
+        """Make this meter hold the sums, counts and non-finite flags of every process (torchrun; nothing
+        with one process): the first non-finite step is the earliest of any process."""
+        if not distributed.is_initialized():
+            return
+        distributed.all_reduce_sum(self.sums)
+        counts = distributed.all_reduce_sum(torch.tensor([self.count, self.steps], device=self.sums.device))
+        self.count, self.steps = counts.tolist()
+        bad = distributed.all_reduce_sum(self.non_finite.long())
+        self.non_finite = bad > 0
+        never = torch.iinfo(torch.long).max
+        first = torch.where(self.first_non_finite_step < 0, never, self.first_non_finite_step)
+        first = distributed.all_reduce_min(first)
+        self.first_non_finite_step = torch.where(first == never, -1, first)
+
     def means(self):
         """{"loss": mean total, component name: mean} as Python floats."""
         values = (self.sums / max(self.count, 1)).tolist()
@@ -70,32 +90,58 @@ class LossMeter:
 
 
 def move_batch(batch, device):
-    """(image, segmentation_target, depth_target) on `device`."""
+    """The batch's tensors on `device` (copied asynchronously from pinned memory on CUDA)."""
     return tuple(tensor.to(device, non_blocking=True) for tensor in batch)
 
 
-def build_training(options, device, num_classes):
-    """TrainingParts for `options` on `device`: model, criterion, balancer, optimizer and StepLR."""
+def training_batch(parts, batch, device):
+    """(image, segmentation_target, depth_target) of a training batch on `device`; a batch that carries
+    its augmentation parameters (MultiTaskDataset.defer_augmentation: a fourth tensor [N, 4]) is
+    augmented there, in one batched pass (data.device_augment)."""
+    batch = move_batch(batch, device)
+    if len(batch) == 4:
+        return augment_batch(*batch, parts.depth_is_disparity)
+    return batch
+
+
+def build_training(options, device, num_classes, speed=SpeedSettings()):
+    """TrainingParts for `options` on `device`: model, criterion, balancer, optimizer and StepLR, set up
+    for `speed` (channels-last weights, torch.compile); the optimizer is fused on CUDA."""
     model = build_model(options, num_classes).to(device)
+    if speed.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if speed.compile:
+        model.compile()
     criterion = XTaskLoss(**loss_arguments(options, num_classes))
     method, arguments = balancer_arguments(options)
     balancer = make_balancer(method, **arguments).to(device)
     parameters = list(model.parameters()) + balancer.model_parameters()
+    fused = device.type == "cuda"
     if options.optim == "sgd":
-        optimizer = torch.optim.SGD(parameters, lr=options.lr, momentum=options.momentum)
+        optimizer = torch.optim.SGD(parameters, lr=options.lr, momentum=options.momentum, fused=fused)
     else:
-        optimizer = torch.optim.Adam(parameters, lr=options.lr, betas=(options.b1, options.b2))
+        optimizer = torch.optim.Adam(parameters, lr=options.lr, betas=(options.b1, options.b2), fused=fused)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=options.scheduler_step_size,
                                                 gamma=options.scheduler_gamma)
-    return TrainingParts(model, criterion, balancer, optimizer, scheduler)
+    return TrainingParts(model, criterion, balancer, optimizer, scheduler, speed)
+
+
+def forward(model, image, speed, **keywords):
+    """model(image, **keywords) as `speed` says (channels-last input, bf16 autocast); the predictions
+    come back in float32, so that losses and metrics are computed in float32."""
+    if speed.channels_last:
+        image = image.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(image.device.type, dtype=torch.bfloat16, enabled=speed.amp):
+        outputs = model(image, **keywords)
+    return type(outputs)(*(None if output is None else output.float() for output in outputs))
 
 
 def train_step(parts, batch, device):
-    """One training step on `batch` (image, segmentation_target, depth_target): forward, the four loss
+    """One training step on `batch` (image, segmentation_target, depth_target[, augmentation]): forward, the four loss
     terms, the balancer's backward, the optimizer's step and the balancer's own step. Returns the
     detached total (scalar tensor, no host sync) and the XTaskLossTerms."""
-    image, segmentation_target, depth_target = move_batch(batch, device)
-    terms = parts.criterion(parts.model(image), segmentation_target, depth_target)
+    image, segmentation_target, depth_target = training_batch(parts, batch, device)
+    terms = parts.criterion(forward(parts.model, image, parts.speed), segmentation_target, depth_target)
     parts.optimizer.zero_grad(set_to_none=True)
     total = parts.balancer.backward(terms.groups(), parts.balancer.shared_weight(parts.model))
     parts.optimizer.step()
@@ -120,7 +166,9 @@ def check_finite(meter, model, where):
 def train_one_epoch(parts, loader, device, stop, progress=True, description="train"):
     """One pass over `loader`; returns mean losses ({"loss", components}) and "images_per_second".
     `stop` (StopSignals or None) is checked after each step; non-finite losses or weights raise
-    NonFiniteTraining where the loop syncs anyway (the progress line, the end of the epoch)."""
+    NonFiniteTraining where the loop syncs anyway (the progress line, the end of the epoch). Under
+    torchrun the losses and the non-finite check are those of every process, taken at the end of the
+    epoch (all processes stop together), and BatchNorm's running statistics are then averaged."""
     parts.model.train()
     meter = LossMeter(device)
     start = last_progress = time.perf_counter()
@@ -132,34 +180,60 @@ def train_one_epoch(parts, loader, device, stop, progress=True, description="tra
             stop.check()
         if progress and time.perf_counter() - last_progress > PROGRESS_SECONDS:
             last_progress = time.perf_counter()
-            check_finite(meter, parts.model, description)
+            if not distributed.is_initialized():
+                check_finite(meter, parts.model, description)
             bar.set_postfix(loss=f"{meter.means()['loss']:.4f}", img_s=f"{meter.count / (last_progress - start):.1f}")
+    meter.reduce_across_processes()
+    distributed.average_floating_buffers(parts.model)
     check_finite(meter, parts.model, description)
     results = meter.means()
     results["images_per_second"] = meter.count / (time.perf_counter() - start)
     return results
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate_loss(parts, loader, device, progress=True, description="val"):
     """Mean validation losses ({"loss", components}) in eval mode, without gradients; the total is the
-    balancer's combination of the groups."""
-    parts.model.eval()
+    balancer's combination of the groups. Under torchrun each process evaluates its shard of `loader`
+    with the model outside DDP (the processes may load different numbers of batches); the means are
+    those of every process."""
+    model = distributed.unwrap_model(parts.model)
+    model.eval()
     meter = LossMeter(device)
     for batch in tqdm(loader, desc=description, disable=not progress, leave=False, dynamic_ncols=True):
         image, segmentation_target, depth_target = move_batch(batch, device)
-        terms = parts.criterion(parts.model(image), segmentation_target, depth_target)
+        terms = parts.criterion(forward(model, image, parts.speed), segmentation_target, depth_target)
         meter.update(parts.balancer.combine(terms.groups()), terms, image.shape[0])
-    check_finite(meter, parts.model, description)
+    meter.reduce_across_processes()
+    check_finite(meter, model, description)
     return meter.means()
 
 
-@torch.no_grad()
+def sharded_metrics(num_classes, ignore_index, tasks):
+    """MultiTaskMetrics for an evaluation loop; under torchrun (each process loading a shard of every
+    batch) its paper-protocol batch terms are summed over the processes batch by batch."""
+    batch_sum = distributed.all_reduce_sum if distributed.is_initialized() else None
+    return MultiTaskMetrics(num_classes, ignore_index, tasks=tasks, batch_sum=batch_sum)
+
+
+def computed_over_processes(metrics, loader, device):
+    """metrics.compute() after the loop over `loader`; under torchrun, first the global batches this
+    process held no image of (see data.sampling), then every accumulator summed over the processes."""
+    if distributed.is_initialized():
+        for _ in range(loader.batch_sampler.batch_count - len(loader)):
+            metrics.join_batch_without_data(device)
+        metrics.load_state_tensors({name: distributed.all_reduce_sum(tensor.to(device))
+                                    for name, tensor in metrics.state_tensors().items()})
+    return metrics.compute()
+
+
+@torch.inference_mode()
 def evaluate_metrics(model, loader, device, num_classes, ignore_index, progress=True):
     """Both metric protocols of the direct predictions over `loader`, and a subsample of valid depth
-    pixels as (ground truth [P], prediction [P]) CPU tensors for the depth-error plot."""
+    pixels as (ground truth [P], prediction [P]) CPU tensors for the depth-error plot. Under torchrun
+    the metrics are those of every process's shard together (the plotted subsample is this process's)."""
     model.eval()
-    metrics = MultiTaskMetrics(num_classes, ignore_index, tasks=model.tasks)
+    metrics = sharded_metrics(num_classes, ignore_index, model.tasks)
     sampled_targets, sampled_predictions = [], []
     for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False, dynamic_ncols=True):
         image, segmentation_target, depth_target = move_batch(batch, device)
@@ -171,10 +245,10 @@ def evaluate_metrics(model, loader, device, num_classes, ignore_index, progress=
             sampled_targets.append(depth_target[valid][::stride].float().cpu())
             sampled_predictions.append(outputs.depth[valid][::stride].float().cpu())
     depth_pairs = (torch.cat(sampled_targets), torch.cat(sampled_predictions)) if sampled_targets else None
-    return metrics.compute(), depth_pairs
+    return computed_over_processes(metrics, loader, device), depth_pairs
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def constant_baseline_metrics(train_set, loader, device):
     """Both metric protocols on `loader` for a constant predictor: the training set's most frequent
     class and its mean valid depth (the bar a model that learns nothing would reach)."""
@@ -186,16 +260,16 @@ def constant_baseline_metrics(train_set, loader, device):
         depth_sum += float(depth_target[depth_target > 0].sum())
         depth_count += int((depth_target > 0).sum())
     logits = torch.nn.functional.one_hot(class_counts.argmax(), train_set.num_classes).double().view(1, -1, 1, 1)
-    metrics = MultiTaskMetrics(train_set.num_classes, train_set.ignore_index)
+    metrics = sharded_metrics(train_set.num_classes, train_set.ignore_index, ("segmentation", "depth"))
     for batch in loader:
         _, segmentation_target, depth_target = move_batch(batch, device)
         batch_logits = logits.to(device).expand(len(segmentation_target), -1, *segmentation_target.shape[-2:])
         metrics.update(batch_logits, segmentation_target, torch.full_like(depth_target, depth_sum / max(depth_count, 1)),
                        depth_target)
-    return metrics.compute()
+    return computed_over_processes(metrics, loader, device)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict_samples(model, dataset, indices, device, direct_only):
     """Predictions for dataset[indices] as a list of dicts of CPU tensors (image, targets, outputs)."""
     model.eval()
@@ -242,7 +316,8 @@ def format_epoch_line(record, epochs):
 def fit(parts, loaders, device, recorder, stop, progress=True):
     """The epoch loop from the recorder's next epoch to `recorder.epochs`: the balancer's start of
     epoch, train, validation loss, scheduler step, the epoch line printed, then
-    `recorder.record_epoch(record)` (checkpoints). loaders: (train, val). Returns the history."""
+    `recorder.record_epoch(record)` (checkpoints; under torchrun written by rank 0, and an error there
+    stops every process). loaders: (train, val). Returns the history."""
     train_loader, val_loader = loaders
     for epoch in range(recorder.next_epoch, recorder.epochs + 1):
         start = time.perf_counter()
@@ -255,5 +330,5 @@ def fit(parts, loaders, device, recorder, stop, progress=True):
         parts.scheduler.step()
         record = epoch_record(epoch, train, val, parts.balancer.weights(), learning_rate, time.perf_counter() - start)
         print(format_epoch_line(record, recorder.epochs), flush=True)
-        recorder.record_epoch(record)
+        distributed.run_on_every_process(recorder.record_epoch, record)
     return recorder.history

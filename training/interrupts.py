@@ -6,6 +6,8 @@ signal number (130 for SIGINT, 143 for SIGTERM), or 3 when training became non-f
 """
 import signal
 
+from utils import distributed
+
 NON_FINITE_EXIT_CODE = 3
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -53,6 +55,9 @@ class StopSignals:
         self.requested = signal_number
 
     def check(self):
-        """Raise RunInterrupted when a stop was requested (called between steps)."""
-        if self.requested is not None:
-            raise RunInterrupted(self.requested)
+        """Raise RunInterrupted when a stop was requested (called between steps). Under torchrun every
+        process calls this after each step and they agree (a CPU collective): when any of them got a
+        signal, all stop after the same step, so none waits for the others in a collective."""
+        requested = distributed.largest_over_processes(self.requested or 0) or None
+        if requested is not None:
+            raise RunInterrupted(requested)

@@ -9,6 +9,7 @@ import argparse
 import math
 import os
 import re
+from dataclasses import dataclass
 
 import torch
 
@@ -25,7 +26,8 @@ from utils.errors import UserInputError
 BALANCER_FLAGS = {"alpha": "gradnorm_alpha", "form": "gradnorm_form"}
 # What `--resume` may change: how the run is watched and where the data sits, and a longer schedule.
 RESUMABLE_OPTIONS = ("epochs", "resume", "workers", "cache_dir", "no_cache", "notqdm", "no_plots", "show", "view_only", "run_only",
-                     "time_inf", "cpu", "input_path", "save_path", "deterministic", "tensorboard")
+                     "time_inf", "cpu", "input_path", "save_path", "deterministic", "tensorboard", "amp",
+                     "channels_last", "gpu_augment", "compile")
 SEED_LIMIT = 2 ** 32
 # The betas of the original code's GradNorm weight optimizer (torch's defaults, whatever --b1/--b2 say).
 ORIGINAL_GRADNORM_BETAS = (0.9, 0.999)
@@ -105,6 +107,8 @@ def build_parser(profile):
                           help="run the configuration once per seed, one after another, each in its own "
                           "experiment folder, grouped")
     training.add_argument("--cpu", action="store_true", help="run on the CPU even when CUDA is present")
+    training.add_argument("--sync_bn", action="store_true", help="under torchrun, BatchNorm normalises over the "
+                          "global batch (SyncBatchNorm, CUDA only) instead of each process's local batch")
 
     loss = parser.add_argument_group("loss")
     loss.add_argument("--alpha", "--lambda_1", dest="alpha", type=float,
@@ -128,6 +132,14 @@ def build_parser(profile):
     loss.add_argument("--gradnorm_form", choices=GRADNORM_FORMS, default="paper",
                       help="GradNorm as in Chen et al. 2018 (paper) or exactly as the original code ran it")
 
+    speed = parser.add_argument_group("speed (each 'auto' default is on with CUDA, off on the CPU)")
+    add_switch(speed, "amp", "bf16 autocast of the forward passes (losses and metrics in float32)")
+    add_switch(speed, "channels_last", "channels-last memory format for the model and the images")
+    add_switch(speed, "gpu_augment", "augment each training batch on the device (same flips, crops and "
+               "depth scaling as the CPU workers; they only read the cached arrays)")
+    speed.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA; the first steps "
+                       "are slow while it compiles)")
+
     run = parser.add_argument_group("run and outputs")
     run.add_argument("--save_path", default="./exps", help="folder of the numbered experiment folders")
     run.add_argument("--resume", metavar="N_OR_FOLDER", help="continue experiment N under --save_path (or the "
@@ -149,11 +161,45 @@ def build_parser(profile):
                      "figures are saved and not shown, which is the default")
     run.add_argument("--view_only", action="store_true", help="show the figures without saving them")
     run.add_argument("--multiple_gpu", action="store_true", help="the original's DataParallel flag: refused, "
-                     "with the way to use several GPUs")
+                     "with the torchrun command that uses several GPUs")
     run.add_argument("--demo", action="store_true", help="generate a small synthetic dataset in the real "
                      "layout under data/demo/ and run a short CPU-sized training on it")
     parser.set_defaults(**profile.defaults)
     return parser
+
+
+def add_switch(group, name, help_text):
+    """--NAME / --no_NAME, stored in NAME as True / False, None (auto) when neither is given."""
+    group.add_argument(f"--{name}", dest=name, action="store_const", const=True, default=None,
+                       help=f"{help_text} (default: auto)")
+    group.add_argument(f"--no_{name}", dest=name, action="store_const", const=False, help=f"no --{name}")
+
+
+@dataclass(frozen=True)
+class SpeedSettings:
+    """How the engine runs a step on its device: bf16 autocast (`amp`), channels-last tensors,
+    batched augmentation on the device (`gpu_augment`) and torch.compile; all off by default."""
+
+    amp: bool = False
+    channels_last: bool = False
+    gpu_augment: bool = False
+    compile: bool = False
+
+
+def speed_settings(options, device):
+    """The SpeedSettings of `options` on `device`: each switch left on auto is on with CUDA and off on
+    the CPU; a switch asked for on the CPU where it only helps CUDA (--amp, --channels_last, --compile)
+    falls back to off with a note. --gpu_augment works on the CPU too (batched, same results)."""
+    cuda = device.type == "cuda"
+    chosen = {name: cuda if getattr(options, name) is None else getattr(options, name)
+              for name in ("amp", "channels_last", "gpu_augment")}
+    chosen["compile"] = options.compile
+    if not cuda:
+        for name in ("amp", "channels_last", "compile"):
+            if chosen[name]:
+                print(f"note: --{name} speeds up CUDA only; running without it on the CPU")
+                chosen[name] = False
+    return SpeedSettings(**chosen)
 
 
 def parse_options(profile, argv=None):
@@ -253,8 +299,9 @@ def find_problem(options, profile):
         (options.seeds is not None and "seed" in options.explicit, "--seed and --seeds: give one of them"),
         (options.seeds is not None and (options.resume is not None or options.infer_only),
          "--seeds starts new runs: it cannot go with --resume or --infer_only"),
-        (options.multiple_gpu, "--multiple_gpu (DataParallel in the original) is not supported: several GPUs "
-         "are to be used through torchrun (DistributedDataParallel); this version trains on one device"),
+        (options.multiple_gpu, "--multiple_gpu (DataParallel in the original) is not used: run the same command "
+         "without it through torchrun, e.g. torchrun --nproc_per_node=NUMBER_OF_GPUS "
+         f"{profile.entry_script} ... (DistributedDataParallel; --batch_size stays the global batch)"),
     )
     for failed, message in checks:
         if failed:

@@ -213,9 +213,10 @@ class Recorder:
         return recorder
 
     @classmethod
-    def resume(cls, folder, options, parts, construction, loader_generator):
+    def resume(cls, folder, options, parts, construction, loader_generator, writes=True):
         """A recorder continuing the run in `folder` from its last.pt: model, balancer, optimizer,
-        scheduler, history, best-so-far state and random states restored."""
+        scheduler, history, best-so-far state and random states restored. Without `writes` (a process
+        other than torchrun's rank 0) it only reads: its folder is None afterwards."""
         recorder = cls(folder, parts, construction, options.epochs, loader_generator)
         last = load_checkpoint(recorder.path("checkpoints", "last.pt"), "cpu")
         best = load_checkpoint(recorder.path("checkpoints", "best.pt"), "cpu")
@@ -228,6 +229,8 @@ class Recorder:
         recorder.saved_epoch = last["epoch"]
         recorder.best_loss, recorder.best_epoch = best["best_val_loss"], best["epoch"]
         recorder.best_state = {"model": best["model"], "balancing": best["balancing"]}
+        if not writes:
+            recorder.folder = None
         recorder.write_status("running")
         return recorder
 

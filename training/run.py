@@ -14,14 +14,19 @@ import torch
 from torch.utils.data import DataLoader
 
 from data.cache import refuse_split_without_targets
+from data.sampling import ShardedBatchSampler
 from losses import make_balancer
 from models import XTaskTSNet
 from training import engine
+from training.distributed import check_process_count, distributed_parts, quiet_options
 from training.interrupts import NON_FINITE_EXIT_CODE, NonFiniteTraining, RunInterrupted, StopSignals
-from training.options import RESUMABLE_OPTIONS, balancer_arguments, model_arguments, parse_options
+from training.options import (RESUMABLE_OPTIONS, balancer_arguments, model_arguments, parse_options,
+                              speed_settings)
 from training.recorder import Recorder, create_numbered_folder, experiment_folder, load_checkpoint
 from training.report import evaluate_and_report, prediction_grid_image, summary_row
 from training.tensorboard_log import TensorBoardLog, summary_writer_class
+from utils import distributed
+from utils.distributed import ProcessSetup, setup_from_environment
 from utils.errors import UserInputError
 from utils.files import write_json
 
@@ -35,11 +40,13 @@ DEMO_MARKER = ".complete"
 
 @dataclass(frozen=True)
 class RunContext:
-    """What every part of one run reads: the dataset profile, the checked options and the device."""
+    """What every part of one run reads: the dataset profile, the checked options, the device and this
+    process's place among those torchrun started (one process by default)."""
 
     profile: object
     options: object
     device: torch.device
+    processes: ProcessSetup = ProcessSetup()
 
     def dataset(self, split, augment):
         """The dataset of `split` as the options describe it."""
@@ -50,13 +57,15 @@ class RunContext:
                                           cache=False if options.no_cache else options.cache_dir or True)
 
     def loader(self, dataset, generator=None):
-        """A DataLoader over `dataset`: shuffled by `generator` when one is given (training; the last
-        batch is dropped when it would hold a single image, which BatchNorm cannot normalise), in
+        """A DataLoader of this process's share of each --batch_size batch of `dataset` (all of it in one
+        process; see data.sampling): shuffled by `generator` when one is given (training; a last batch
+        that would leave a process a single image, which BatchNorm cannot normalise, is dropped), in
         order otherwise. Workers are started per epoch, so each epoch's augmentation stream is set."""
-        options = self.options
-        return DataLoader(dataset, batch_size=options.batch_size, shuffle=generator is not None,
-                          num_workers=options.workers, pin_memory=self.device.type == "cuda", generator=generator,
-                          drop_last=generator is not None and len(dataset) % options.batch_size == 1)
+        options, processes = self.options, self.processes
+        sampler = ShardedBatchSampler(len(dataset), options.batch_size, processes.rank, processes.world_size,
+                                      generator=generator)
+        return DataLoader(dataset, batch_sampler=sampler, num_workers=options.workers,
+                          pin_memory=self.device.type == "cuda", generator=generator)
 
     def data_settings(self):
         """What evaluating a checkpoint needs of the data: size, classes, ignore index, path, batch size."""
@@ -74,7 +83,8 @@ def select_device(force_cpu):
 
 def seed_everything(seed, deterministic):
     """Seed Python, NumPy and torch (all devices); `deterministic` also makes torch choose deterministic
-    algorithms (cuDNN included), so two runs with one seed give the same numbers."""
+    algorithms (cuDNN included), so two runs with one seed give the same numbers; otherwise cuDNN
+    benchmarks its convolution algorithms for the fixed input size (CUDA)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -82,7 +92,7 @@ def seed_everything(seed, deterministic):
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.benchmark = not deterministic
 
 
 def check_demo_folder(root, explicit):
@@ -192,9 +202,14 @@ def start_recorder(context, parts, train_set, generator):
     construction = {"model_arguments": model_arguments(options, train_set.num_classes),
                     "balancer": dict(zip(("method", "arguments"), balancer_arguments(options))),
                     "data": context.data_settings()}
+    writes = context.processes.is_main
     if options.resume is None:
-        return Recorder.start(options, context.device, parts, construction, generator)
-    recorder = Recorder.resume(resume_folder(options), options, parts, construction, generator)
+        if not writes:
+            return distributed.run_on_every_process(Recorder, None, parts, construction, options.epochs, generator)
+        return distributed.run_on_every_process(Recorder.start, options, context.device, parts, construction,
+                                                generator)
+    recorder = distributed.run_on_every_process(Recorder.resume, resume_folder(options), options, parts,
+                                                construction, generator, writes)
     print(f"resuming {recorder.folder} after epoch {recorder.next_epoch - 1} of {options.epochs}")
     return recorder
 
@@ -203,25 +218,33 @@ def train(context, stop):
     """Train (or resume), keep the best and last checkpoints, then evaluate the best; returns the
     results dict. `stop` (StopSignals) ends the run between steps."""
     options = context.options
+    check_process_count(options, context.processes, context.device)
     train_set, val_set = context.dataset("train", augment=True), context.dataset("val", augment=False)
     if options.no_cache:
         for dataset in (train_set, val_set):
             check_every_sample(dataset, options.workers)
     generator = torch.Generator().manual_seed(options.seed)
     train_loader, val_loader = context.loader(train_set, generator), context.loader(val_set)
-    parts = engine.build_training(options, context.device, train_set.num_classes)
+    speed = speed_settings(options, context.device)
+    if speed.gpu_augment:
+        train_set.defer_augmentation()
+    parts = engine.build_training(options, context.device, train_set.num_classes, speed)
+    parts.depth_is_disparity = train_set.depth_is_disparity
+    parts, training_parts = distributed_parts(parts, context.processes, context.device,
+                                              getattr(options, "sync_bn", False))
     if options.tensorboard:
         summary_writer_class()
     recorder = start_recorder(context, parts, train_set, generator)
-    if options.tensorboard:
+    if options.tensorboard and recorder.folder is not None:
         recorder.board = TensorBoardLog(recorder.folder, lambda: prediction_grid_image(context, parts.model, val_set))
     print(f"{context.profile.name} ({train_set.layout}): {len(train_set)} train / {len(val_set)} val images at "
           f"{options.height}x{options.width}, ResNet-{options.enc_layers}, balancing {options.balancing}, "
-          f"{sum(p.numel() for p in parts.model.parameters()):,} parameters, {context.device}")
+          f"{sum(p.numel() for p in parts.model.parameters()):,} parameters, {context.device}"
+          f"{f' x {context.processes.world_size} processes' if context.processes.is_distributed else ''}")
     if recorder.folder is not None:
         print(f"writing to {recorder.folder}")
     try:
-        results = fit_and_evaluate(context, parts, recorder, (train_loader, val_loader), stop)
+        results = fit_and_evaluate(context, training_parts, recorder, (train_loader, val_loader), stop)
     except RunInterrupted:
         recorder.write_status(f"interrupted at epoch {recorder.saved_epoch + 1}")
         report_interruption(context, recorder)
@@ -233,10 +256,12 @@ def train(context, stop):
     return results
 
 
-def fit_and_evaluate(context, parts, recorder, loaders, stop):
-    """The epoch loop, then the best checkpoint's evaluation, results.json and the results.csv row."""
+def fit_and_evaluate(context, training_parts, recorder, loaders, stop):
+    """The epoch loop on `training_parts`, then the best checkpoint's evaluation (of the recorder's plain
+    model), results.json and the results.csv row."""
     options = context.options
-    history = engine.fit(parts, loaders, context.device, recorder, stop, progress=not options.notqdm)
+    history = engine.fit(training_parts, loaders, context.device, recorder, stop, progress=not options.notqdm)
+    parts = recorder.parts
     best_epoch = recorder.restore_best()
     print(f"best validation loss {recorder.best_loss:.4f} at epoch {best_epoch}; evaluating that checkpoint")
     baseline = None
@@ -255,7 +280,9 @@ def fit_and_evaluate(context, parts, recorder, loaders, stop):
 
 
 def report_interruption(context, recorder):
-    """Say what an interrupted run kept: the resume command when a checkpoint exists."""
+    """Say what an interrupted run kept: the resume command when a checkpoint exists (rank 0 only)."""
+    if not context.processes.is_main:
+        return
     epoch = recorder.saved_epoch + 1
     if recorder.folder is not None and recorder.saved_epoch > 0:
         print(f"interrupted during epoch {epoch}: {recorder.folder} holds epochs 1-{recorder.saved_epoch}; "
@@ -275,6 +302,7 @@ def infer(context):
     restored = RESTORED_DATA + tuple(key for key in RESTORED_UNLESS_GIVEN if key not in options.explicit)
     for key in restored:
         setattr(options, key, checkpoint["data"][key])
+    check_process_count(options, context.processes, context.device)
     val_set = context.dataset("val", augment=False)
     model = XTaskTSNet(**checkpoint["model_arguments"]).to(context.device)
     balancer = make_balancer(checkpoint["balancer"]["method"], **checkpoint["balancer"]["arguments"])
@@ -285,7 +313,9 @@ def infer(context):
         raise UserInputError(f"{path} does not match the model it describes "
                              f"({checkpoint['model_arguments']}, balancing {checkpoint['balancer']}): "
                              f"{str(error).splitlines()[0]}") from None
-    folder = None if options.debug else create_numbered_folder(os.path.join(source, "infer"))
+    writes = not options.debug and context.processes.is_main
+    folder = distributed.run_on_every_process(
+        lambda: create_numbered_folder(os.path.join(source, "infer")) if writes else None)
     print(f"evaluating {path} (epoch {checkpoint['epoch']}) on {len(val_set)} val images")
     results = evaluate_and_report(context, model, balancer, context.loader(val_set), folder, checkpoint["history"])
     results["epoch"] = checkpoint["epoch"]
@@ -321,8 +351,13 @@ def run(profile, options, stop):
     if options.resume is not None:
         options = resumed_options(options, resume_folder(options))
     options.dataset = profile.name
+    processes = distributed.init_from_environment(use_cuda=select_device(options.cpu).type == "cuda")
+    if processes.is_distributed and options.demo:
+        raise UserInputError("--demo generates its dataset in one process: run it without torchrun")
+    if not processes.is_main:
+        quiet_options(options)
     for run_options in seeded_runs(options):
-        context = RunContext(profile, run_options, select_device(run_options.cpu))
+        context = RunContext(profile, run_options, select_device(run_options.cpu), processes)
         seed_everything(run_options.seed, run_options.deterministic)
         with demo_data(profile, run_options):
             if run_options.infer_only:
@@ -331,21 +366,39 @@ def run(profile, options, stop):
                 train(context, stop)
 
 
+@contextlib.contextmanager
+def output_of_rank_zero_only():
+    """Discard the standard output of the processes torchrun started other than rank 0 (their lines
+    would repeat rank 0's); nothing changes in one process."""
+    if setup_from_environment().is_main:
+        yield
+        return
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        yield
+
+
+def print_error(message):
+    """Print `message` to standard error, on rank 0 only (every process stops with the same error)."""
+    if distributed.is_main():
+        print(message, file=sys.stderr)
+
+
 def main(profile, argv=None):
     """Run an entry script for `profile`; returns the exit status: 0 done, 2 a user's mistake, 3
     non-finite training, 130/143 stopped by SIGINT/SIGTERM."""
     options = parse_options(profile, argv)
-    with StopSignals() as stop:
+    with StopSignals() as stop, output_of_rank_zero_only():
         try:
             run(profile, options, stop)
         except UserInputError as error:
-            print(f"error: {user_message(error)}", file=sys.stderr)
+            print_error(f"error: {user_message(error)}")
             return 2
         except NonFiniteTraining as error:
-            print(f"error: {error}; the run stopped, the last good checkpoints are kept (lower --lr?)",
-                  file=sys.stderr)
+            print_error(f"error: {error}; the run stopped, the last good checkpoints are kept (lower --lr?)")
             return NON_FINITE_EXIT_CODE
         except RunInterrupted as interruption:
-            print(f"{interruption}", file=sys.stderr)
+            print_error(f"{interruption}")
             return interruption.exit_code
+        finally:
+            distributed.shutdown()
     return 0

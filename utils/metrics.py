@@ -26,7 +26,9 @@ A metric object measures both tasks or one of them (``tasks``); the other task's
 None and its keys are absent from ``compute()``.
 
 Every accumulator is a sum, so the global result of a distributed evaluation is obtained by an
-``all_reduce`` (SUM) of each tensor in ``state_tensors()`` followed by ``compute()``.
+``all_reduce`` (SUM) of each tensor in ``state_tensors()`` followed by ``compute()``. The paper
+protocol's per-batch depth terms are those of the whole (global) batch when every process holds a shard
+of each batch and the metric is given ``batch_sum`` (see ``MultiTaskMetrics``).
 """
 
 import math
@@ -84,12 +86,22 @@ class MultiTaskMetrics:
     are the live accumulators, so the reduction updates this object in place); ``compute()`` then
     gives the global result on every rank. Without a process group, ``merge_`` adds another
     object's state and ``load_state_tensors`` replaces this object's state.
+
+    When each batch is split over the processes (process r holds a shard of every global batch), the
+    paper protocol's per-batch depth averages must be those of the global batch: give ``batch_sum``, a
+    function that sums a float64 tensor over the processes in place (``all_reduce`` SUM). ``update``
+    then sums the batch's absolute and relative errors and valid pixel count over the processes before
+    dividing, and each process adds that global batch average weighted by its own shard's image count
+    (the shards' weights add up to the batch size). Every process must call ``update`` once per global
+    batch, or ``join_batch_without_data`` for a batch of which it holds no image.
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = 250, tasks=("segmentation", "depth")):
+    def __init__(self, num_classes: int, ignore_index: int = 250, tasks=("segmentation", "depth"),
+                 batch_sum=None):
         """num_classes: number of segmentation classes C; ignore_index: target label of unlabelled
         pixels (excluded from every segmentation metric); tasks: the tasks measured, one or both of
-        "segmentation" and "depth"."""
+        "segmentation" and "depth"; batch_sum: None (each update is a whole batch) or the in-place sum
+        over processes described above."""
         if num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {num_classes}")
         if isinstance(tasks, str) or not tasks or len(set(tasks)) != len(tasks) or set(tasks) - set(TASK_METRIC_KEYS):
@@ -98,6 +110,7 @@ class MultiTaskMetrics:
         self.num_classes = num_classes
         self.tasks = tuple(task for task in TASK_METRIC_KEYS if task in tasks)
         self.ignore_index = ignore_index
+        self.batch_sum = batch_sum
         self._state = {name: torch.zeros((), dtype=torch.float64) for name in STATE_NAMES}
         self._state["confusion_matrix"] = torch.zeros((num_classes, num_classes), dtype=torch.int64)
         self._state["paper_image_count"] = torch.zeros((), dtype=torch.int64)
@@ -273,20 +286,27 @@ class MultiTaskMetrics:
         clamped_prediction = prediction.clamp_min(DEPTH_PREDICTION_FLOOR)
         log_error = torch.where(valid, clamped_prediction.log() - safe_target.log(), 0.0)
         ratio = torch.maximum(clamped_prediction / safe_target, safe_target / clamped_prediction)
-        abs_error_sum = absolute_error.sum()
-        relative_error_sum = relative_error.sum()
-        pixel_count = valid.sum().double()
-        self._state["depth_abs_error_sum"] += abs_error_sum
-        self._state["depth_relative_error_sum"] += relative_error_sum
+        batch_sums = torch.stack([absolute_error.sum(), relative_error.sum(), valid.sum().double()])
+        self._state["depth_abs_error_sum"] += batch_sums[0]
+        self._state["depth_relative_error_sum"] += batch_sums[1]
         self._state["depth_squared_error_sum"] += squared_error.sum()
         self._state["depth_squared_relative_error_sum"] += (squared_error / safe_target).sum()
         self._state["depth_squared_log_error_sum"] += log_error.square().sum()
         for delta_number, threshold in enumerate(DELTA_THRESHOLDS, start=1):
             within_threshold = valid & (ratio < threshold)
             self._state[f"depth_delta{delta_number}_count"] += within_threshold.sum(dtype=torch.float64)
-        self._state["depth_valid_pixel_count"] += pixel_count
+        self._state["depth_valid_pixel_count"] += batch_sums[2]
+        self._add_paper_batch(batch_sums, target.shape[0])
 
-        batch_weight = float(target.shape[0]) * (pixel_count > 0).double()
+    def _add_paper_batch(self, batch_sums: torch.Tensor, image_count: int) -> None:
+        """Add one batch's paper-protocol depth terms: batch_sums holds its (absolute error sum, relative
+        error sum, valid pixel count), summed over the processes first when ``batch_sum`` is set;
+        image_count is the number of this process's images of the batch (its weight)."""
+        if self.batch_sum is not None:
+            batch_sums = batch_sums.clone()
+            self.batch_sum(batch_sums)
+        abs_error_sum, relative_error_sum, pixel_count = batch_sums
+        batch_weight = float(image_count) * (pixel_count > 0).double()
         self._state["paper_batch_abs_weighted_sum"] += (
             batch_weight * abs_error_sum / pixel_count.clamp_min(1)
         )
@@ -294,6 +314,15 @@ class MultiTaskMetrics:
             batch_weight * relative_error_sum / pixel_count.clamp_min(1)
         )
         self._state["paper_batch_weight_total"] += batch_weight
+
+    @torch.no_grad()
+    def join_batch_without_data(self, device) -> None:
+        """Take part in a global batch of which this process holds no image (its shard of the last batch
+        is empty): with ``batch_sum`` and depth measured, contribute zeros on `device` (the device the
+        other processes' inputs are on) to that batch's sum over the processes; otherwise nothing."""
+        if self.batch_sum is not None and "depth" in self.tasks:
+            self._state = {name: tensor.to(device) for name, tensor in self._state.items()}
+            self._add_paper_batch(torch.zeros(3, dtype=torch.float64, device=device), 0)
 
     def compute(self) -> dict:
         """The metrics of everything accumulated, as Python floats (NaN where nothing valid was seen).
