@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The prepared check for a lent GPU machine (one H100/H200 class GPU, its own python3 with torch, cv2,
-# pandas, matplotlib, tqdm): about 8 minutes. Writes its tables under $OUT (default bench-gpu-out/).
+# pandas, matplotlib, tqdm): about 8 minutes. Writes one log per step under $OUT (default bench-gpu-out/).
 #   1. the batched device augmentation against the CPU path, on CUDA (tests/test_device_augment.py)
 #   2. training-step images/s at the Cityscapes and NYU defaults, each speed switch on and off, each
 #      balancing method, GPU busy share (bench/training_step.py)
@@ -19,8 +19,11 @@ PYTHON=${PYTHON:-python3}
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     $PYTHON -c "import torch, cv2; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cv2', cv2.__version__, torch.cuda.get_device_name())"
 } 2>&1 | tee "$OUT/machine.txt"
-timeout 120 $PYTHON -m pytest -q -p no:cacheprovider tests/test_device_augment.py -k cuda 2>&1 | tail -3 | tee "$OUT/device_augment.txt"
-timeout 300 $PYTHON bench/training_step.py --steps 30 --warmup 10 --out "$OUT/training_step.md" 2>&1 | tail -40
-timeout 240 $PYTHON bench/epoch_time.py --epochs 3 --out "$OUT/epoch.md" -- --uncertainty_weights --workers 12 2>&1 | tail -12
-timeout 150 $PYTHON bench/training_step.py --datasets cityscapes --balancing none --compile --steps 30 --warmup 15 \
-    --out "$OUT/compile.md" 2>&1 | tail -8
+# Each step's whole output goes to its log under $OUT (kept even when a step hits its time limit).
+timeout 120 $PYTHON -m pytest -q -p no:cacheprovider tests/test_device_augment.py -k cuda 2>&1 \
+    | tee "$OUT/device_augment.log" | tail -3
+timeout 300 $PYTHON bench/training_step.py --steps 30 --warmup 10 2>&1 | tee "$OUT/training_step.log" | tail -40
+timeout 240 $PYTHON bench/epoch_time.py --epochs 3 -- --uncertainty_weights --workers 12 2>&1 \
+    | tee "$OUT/epoch.log" | tail -8
+timeout 150 $PYTHON bench/training_step.py --datasets cityscapes --balancing none --compile --steps 30 --warmup 15 2>&1 \
+    | tee "$OUT/compile.log" | tail -6
