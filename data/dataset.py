@@ -6,13 +6,29 @@ augmentation."""
 import os
 
 import numpy as np
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
-from data.cache import cached_sample, find_or_build_cache, open_cache_arrays
+from data.cache import cached_sample, find_or_build_cache, open_cache_arrays, refuse_split_without_targets
 from data.common import check_ignore_index, check_output_size
 from data.transforms import draw_augmentation, image_as_float, normalise_imagenet, random_augment, to_tensors
 
 SEED_MODULUS = 2 ** 64  # numpy seed sequences take non-negative integers
+
+
+class SampleTargetCounts(Dataset):
+    """A split's samples as (valid label pixels, valid depth pixels) counts, each read from its files."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        """Number of samples in the split."""
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple:
+        """(pixels with a class id, pixels with depth > 0) of sample `index`, read and checked."""
+        _, segmentation, depth = self.dataset.read_sample(self.dataset.samples[index])
+        return int((segmentation != self.dataset.ignore_index).sum()), int((depth > 0).sum())
 
 
 class MultiTaskDataset(Dataset):
@@ -98,6 +114,16 @@ class MultiTaskDataset(Dataset):
         self.cache_folder, self.cache_manifest = find_or_build_cache(self, cache_dir, progress)
         self._cached_arrays = None
         return self.cache_folder
+
+    def check_every_sample(self, workers: int = 0) -> None:
+        """Read every sample's files once (in `workers` processes), so that a bad file, or a split without
+        any labelled or any valid depth pixel, raises its UserInputError now rather than during training
+        (building the cache does the same; this is for datasets read without it)."""
+        valid_label_pixels = valid_depth_pixels = 0
+        for label_pixels, depth_pixels in DataLoader(SampleTargetCounts(self), batch_size=None, num_workers=workers):
+            valid_label_pixels += label_pixels
+            valid_depth_pixels += depth_pixels
+        refuse_split_without_targets(self, valid_label_pixels, valid_depth_pixels)
 
     def load_sample(self, index: int) -> tuple:
         """Sample `index` before augmentation, from the cache when on, else from its files: image
