@@ -29,6 +29,7 @@ RESUMABLE_OPTIONS = ("epochs", "resume", "workers", "cache_dir", "no_cache", "no
                      "time_inf", "cpu", "input_path", "save_path", "deterministic", "tensorboard", "amp",
                      "channels_last", "gpu_augment", "compile")
 SEED_LIMIT = 2 ** 32
+AUTO = "auto"  # a speed switch given neither way: on with CUDA, off on the CPU
 # The betas of the original code's GradNorm weight optimizer (torch's defaults, whatever --b1/--b2 say).
 ORIGINAL_GRADNORM_BETAS = (0.9, 0.999)
 
@@ -169,10 +170,10 @@ def build_parser(profile):
 
 
 def add_switch(group, name, help_text):
-    """--NAME / --no_NAME, stored in NAME as True / False, None (auto) when neither is given."""
-    group.add_argument(f"--{name}", dest=name, action="store_const", const=True, default=None,
-                       help=f"{help_text} (default: auto)")
-    group.add_argument(f"--no_{name}", dest=name, action="store_const", const=False, help=f"no --{name}")
+    """--NAME / --no_NAME, stored in NAME as True / False, AUTO when neither is given."""
+    group.add_argument(f"--{name}", dest=name, action="store_const", const=True, default=AUTO, help=help_text)
+    group.add_argument(f"--no_{name}", dest=name, action="store_const", const=False, default=argparse.SUPPRESS,
+                       help=f"turn --{name} off")
 
 
 @dataclass(frozen=True)
@@ -191,7 +192,7 @@ def speed_settings(options, device):
     the CPU; a switch asked for on the CPU where it only helps CUDA (--amp, --channels_last, --compile)
     falls back to off with a note. --gpu_augment works on the CPU too (batched, same results)."""
     cuda = device.type == "cuda"
-    chosen = {name: cuda if getattr(options, name) is None else getattr(options, name)
+    chosen = {name: cuda if getattr(options, name) == AUTO else getattr(options, name)
               for name in ("amp", "channels_last", "gpu_augment")}
     chosen["compile"] = options.compile
     if not cuda:
