@@ -136,7 +136,7 @@ def two_process_results(cityscapes_root, tmp_path_factory):
     output = tmp_path_factory.mktemp("ranks")
     result = torchrun([os.path.abspath(__file__), cityscapes_root, str(output)], cwd=REPOSITORY)
     assert result.returncode == 0, result.stderr[-3000:]
-    return [torch.load(output / f"rank{rank}.pt", weights_only=False) for rank in (0, 1)]
+    return [torch.load(output / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
 
 
 @pytest.mark.parametrize("dataset_size,batch_size,world_size", [(5, 4, 2), (7, 4, 2), (9, 6, 3), (4, 2, 2),

@@ -24,17 +24,8 @@ from data.synthetic import write_cityscapes_raw, write_nyu_mtan
 from training import recorder
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--enc_layers", "18", "--batch_size", "2", "--workers", "0", "--notqdm", "--no_plots", "--height", "64",
-        "--width", "128"]
 
 
-@pytest.fixture(scope="module")
-def cityscapes_root(tmp_path_factory):
-    return str(write_cityscapes_raw(tmp_path_factory.mktemp("cityscapes"), {"train": 4, "val": 2}, 128, 256, seed=2))
-
-
-def arguments(root, save_path, *extra):
-    return ["--input_path", str(root), "--save_path", str(save_path), *TINY, *extra]
 
 
 def run_entry(arguments_list, cwd, script="main_cross_cs.py", fault=None):
@@ -82,7 +73,7 @@ def test_demo_refuses_a_users_folder_and_debug_writes_nothing(tmp_path):
 
 # 2. Non-finite training stops with exit 3 and never saves a non-finite checkpoint.
 
-def test_a_nan_in_epoch_2_exits_3_and_keeps_epoch_1_as_the_last_good_checkpoints(cityscapes_root, tmp_path):
+def test_a_nan_in_epoch_2_exits_3_and_keeps_epoch_1_as_the_last_good_checkpoints(cityscapes_root, tmp_path, tiny_run):
     poison_from_step_3 = """
         from training import engine
         real_step, steps = engine.train_step, []
@@ -94,7 +85,8 @@ def test_a_nan_in_epoch_2_exits_3_and_keeps_epoch_1_as_the_last_good_checkpoints
             return total, terms
         engine.train_step = poisoned_step
     """
-    result = run_entry(arguments(cityscapes_root, tmp_path / "exps", "--epochs", "3"), tmp_path, fault=poison_from_step_3)
+    result = run_entry(tiny_run(cityscapes_root, tmp_path / "exps", "--epochs", "3"), tmp_path,
+                       fault=poison_from_step_3)
     assert_clear_error(result, 3, "error: non-finite loss, depth loss at epoch 2/3, step 1",
                        "the last good checkpoints are kept")
     folder = tmp_path / "exps" / "001"
@@ -106,8 +98,8 @@ def test_a_nan_in_epoch_2_exits_3_and_keeps_epoch_1_as_the_last_good_checkpoints
     assert not (tmp_path / "exps" / "results.csv").exists()
 
 
-def test_a_huge_learning_rate_exits_3_without_saving_a_checkpoint(cityscapes_root, tmp_path):
-    result = run_entry(arguments(cityscapes_root, tmp_path / "exps", "--epochs", "2", "--lr", "1e10"), tmp_path)
+def test_a_huge_learning_rate_exits_3_without_saving_a_checkpoint(cityscapes_root, tmp_path, tiny_run):
+    result = run_entry(tiny_run(cityscapes_root, tmp_path / "exps", "--epochs", "2", "--lr", "1e10"), tmp_path)
     assert_clear_error(result, 3, "non-finite", "epoch 1/2")
     assert not (tmp_path / "exps" / "001" / "checkpoints" / "last.pt").exists()
     assert not (tmp_path / "exps" / "results.csv").exists()
@@ -125,7 +117,7 @@ def test_bad_optimisation_values_are_refused_before_anything_is_written(tmp_path
 
 # 3. Interruptions leave consistent files and say how to resume.
 
-def test_an_interruption_before_any_checkpoint_says_there_is_nothing_to_resume(cityscapes_root, tmp_path):
+def test_an_interruption_before_any_checkpoint_says_there_is_nothing_to_resume(cityscapes_root, tmp_path, tiny_run):
     interrupt_the_first_step = """
         import os, signal
         from training import engine
@@ -135,14 +127,14 @@ def test_an_interruption_before_any_checkpoint_says_there_is_nothing_to_resume(c
             return real_step(parts, batch, device)
         engine.train_step = interrupted_step
     """
-    result = run_entry(arguments(cityscapes_root, tmp_path, "--epochs", "2"), tmp_path, fault=interrupt_the_first_step)
+    result = run_entry(tiny_run(cityscapes_root, tmp_path, "--epochs", "2"), tmp_path, fault=interrupt_the_first_step)
     assert_clear_error(result, 130, "interrupted during epoch 1: no checkpoint was written yet, so there is "
                                     "nothing to resume")
     assert (tmp_path / "001" / "status").read_text() == "interrupted at epoch 1\n"
     assert not (tmp_path / "001" / "checkpoints" / "last.pt").exists() and not (tmp_path / "results.csv").exists()
 
 
-def test_a_second_signal_during_a_checkpoint_write_stops_at_once_without_debris(cityscapes_root, tmp_path):
+def test_a_second_signal_during_a_checkpoint_write_stops_at_once_without_debris(cityscapes_root, tmp_path, tiny_run):
     """Two SIGINTs arrive while epoch 2's last.pt is being written: the first only asks to stop after
     the step, the second interrupts the write itself; the temporary file goes, last.pt stays epoch 1's
     and metrics.csv is never ahead of it."""
@@ -160,7 +152,7 @@ def test_a_second_signal_during_a_checkpoint_write_stops_at_once_without_debris(
             return real_write(path, payload)
         files.atomic_write_bytes = write_then_signal
     """
-    result = run_entry(arguments(cityscapes_root, tmp_path, "--epochs", "3"), tmp_path,
+    result = run_entry(tiny_run(cityscapes_root, tmp_path, "--epochs", "3"), tmp_path,
                        fault=signals_inside_the_second_write)
     assert_clear_error(result, 130, "interrupted during epoch 2", "holds epochs 1-1; resume with:")
     folder = tmp_path / "001"
@@ -173,25 +165,25 @@ def test_a_second_signal_during_a_checkpoint_write_stops_at_once_without_debris(
 
 # 4. Clear errors instead of tracebacks.
 
-def test_a_save_path_that_is_a_file_is_refused(cityscapes_root, tmp_path):
+def test_a_save_path_that_is_a_file_is_refused(cityscapes_root, tmp_path, tiny_run):
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
-    result = run_entry(arguments(cityscapes_root, a_file, "--epochs", "1"), tmp_path)
+    result = run_entry(tiny_run(cityscapes_root, a_file, "--epochs", "1"), tmp_path)
     assert_clear_error(result, 2, f"--save_path {a_file}: that is a file")
     assert a_file.read_text() == "x"
 
 
-def test_a_full_disk_is_refused_before_training_with_the_space_needed(cityscapes_root, tmp_path):
+def test_a_full_disk_is_refused_before_training_with_the_space_needed(cityscapes_root, tmp_path, tiny_run):
     one_kib_free = """
         import collections, shutil
         shutil.disk_usage = lambda path: collections.namedtuple("Usage", "total used free")(10 ** 9, 10 ** 9, 1024)
     """
-    result = run_entry(arguments(cityscapes_root, tmp_path / "exps", "--epochs", "1"), tmp_path, fault=one_kib_free)
+    result = run_entry(tiny_run(cityscapes_root, tmp_path / "exps", "--epochs", "1"), tmp_path, fault=one_kib_free)
     assert_clear_error(result, 2, f"--save_path {tmp_path / 'exps' / '001'}: 0 MiB free", "best.pt", "last.pt")
     assert not (tmp_path / "exps" / "001" / "metrics.csv").exists()
 
 
-def test_a_read_only_save_path_is_named(cityscapes_root, tmp_path):
+def test_a_read_only_save_path_is_named(cityscapes_root, tmp_path, tiny_run):
     read_only_save_path = f"""
         import errno, os
         real_mkdir = os.mkdir
@@ -201,13 +193,14 @@ def test_a_read_only_save_path_is_named(cityscapes_root, tmp_path):
             return real_mkdir(path, *rest, **keywords)
         os.mkdir = mkdir
     """
-    result = run_entry(arguments(cityscapes_root, tmp_path / "exps", "--epochs", "1"), tmp_path,
+    result = run_entry(tiny_run(cityscapes_root, tmp_path / "exps", "--epochs", "1"), tmp_path,
                        fault=read_only_save_path)
     assert_clear_error(result, 2, f"cannot create an experiment folder in {tmp_path / 'exps'}: "
                                   f"{os.strerror(errno.EROFS)}", "writable --save_path")
 
 
-def test_a_disk_that_fills_up_during_a_checkpoint_write_names_the_file_and_its_size(cityscapes_root, tmp_path):
+def test_a_disk_that_fills_up_during_a_checkpoint_write_names_the_file_and_its_size(cityscapes_root, tmp_path,
+                                                                                    tiny_run):
     full_at_the_first_checkpoint = """
         import errno, os
         from utils import files
@@ -218,7 +211,7 @@ def test_a_disk_that_fills_up_during_a_checkpoint_write_names_the_file_and_its_s
             return real_write(path, payload)
         files.atomic_write_bytes = write
     """
-    result = run_entry(arguments(cityscapes_root, tmp_path, "--epochs", "2"), tmp_path,
+    result = run_entry(tiny_run(cityscapes_root, tmp_path, "--epochs", "2"), tmp_path,
                        fault=full_at_the_first_checkpoint)
     best = tmp_path / "001" / "checkpoints" / "best.pt"
     assert_clear_error(result, 2, f"cannot write {best}: {os.strerror(errno.ENOSPC)} (about ", "MiB to write")
@@ -227,7 +220,7 @@ def test_a_disk_that_fills_up_during_a_checkpoint_write_names_the_file_and_its_s
 
 
 @pytest.fixture(scope="module")
-def finished_experiment(cityscapes_root, tmp_path_factory):
+def finished_experiment(cityscapes_root, tmp_path_factory, tiny_run):
     """A save path whose experiment 001 finished (1 epoch), run with umask 022 after a hand-edited
     results.csv row was written; tests copy it before damaging it."""
     save_path = tmp_path_factory.mktemp("finished") / "exps"
@@ -235,7 +228,7 @@ def finished_experiment(cityscapes_root, tmp_path_factory):
     (save_path / "results.csv").write_text('experiment,note\n"000","hand-written, ""quoted"" note"\n')
     previous = os.umask(0o022)
     try:
-        result = run_entry(arguments(cityscapes_root, save_path, "--epochs", "1"), save_path.parent)
+        result = run_entry(tiny_run(cityscapes_root, save_path, "--epochs", "1"), save_path.parent)
     finally:
         os.umask(previous)
     assert result.returncode == 0, result.stderr
@@ -279,20 +272,21 @@ def test_infer_only_on_damaged_experiments(finished_experiment, tmp_path, damage
     assert_clear_error(result, 2, str(best), *expected)
 
 
-def test_pretrained_weights_that_are_not_a_state_dict_are_refused(cityscapes_root, tmp_path):
+def test_pretrained_weights_that_are_not_a_state_dict_are_refused(cityscapes_root, tmp_path, tiny_run):
     not_a_state = tmp_path / "weights.pt"
     torch.save([1, 2, 3], not_a_state)
     wrong_state = tmp_path / "other.pt"
     torch.save({"conv1.weight": torch.zeros(1)}, wrong_state)
-    for path, expected in ((not_a_state, "holds a list, not a state dict"), (wrong_state, "is not a resnet18 state dict")):
-        result = run_entry(arguments(cityscapes_root, tmp_path / "exps", "--epochs", "1", "--use_pretrain",
+    for path, expected in ((not_a_state, "holds a list, not a state dict"),
+                           (wrong_state, "is not a resnet18 state dict")):
+        result = run_entry(tiny_run(cityscapes_root, tmp_path / "exps", "--epochs", "1", "--use_pretrain",
                                      "--pretrained_weights", str(path)), tmp_path)
         assert_clear_error(result, 2, "--use_pretrain", expected)
 
 
-def test_a_corrupt_results_csv_is_refused_before_training(cityscapes_root, tmp_path):
+def test_a_corrupt_results_csv_is_refused_before_training(cityscapes_root, tmp_path, tiny_run):
     (tmp_path / "results.csv").write_bytes(b"\x00\x01\x02binary\n")
-    result = run_entry(arguments(cityscapes_root, tmp_path, "--epochs", "1"), tmp_path)
+    result = run_entry(tiny_run(cityscapes_root, tmp_path, "--epochs", "1"), tmp_path)
     assert_clear_error(result, 2, str(tmp_path / "results.csv"))
     assert sorted(os.listdir(tmp_path)) == ["results.csv"]
     assert (tmp_path / "results.csv").read_bytes() == b"\x00\x01\x02binary\n"
@@ -310,48 +304,48 @@ def test_a_last_training_batch_of_one_image_is_dropped(tmp_path):
 # 5 and 6. Bad files are found before the first epoch.
 
 @pytest.mark.parametrize("no_cache", [False, True])
-def test_a_truncated_validation_file_stops_the_run_before_its_first_epoch(tmp_path, no_cache):
+def test_a_truncated_validation_file_stops_the_run_before_its_first_epoch(tmp_path, no_cache, tiny_run):
     root = write_cityscapes_raw(tmp_path / "data", {"train": 2, "val": 2}, 64, 128, seed=5)
     label = sorted((root / "gtFine" / "val").rglob("*_labelIds.png"))[-1]
     label.write_bytes(label.read_bytes()[:100])
-    result = run_entry(arguments(root, tmp_path / "exps", "--epochs", "1", *(["--no_cache"] if no_cache else [])),
+    result = run_entry(tiny_run(root, tmp_path / "exps", "--epochs", "1", *(["--no_cache"] if no_cache else [])),
                        tmp_path)
     assert_clear_error(result, 2, str(label))
     assert not (tmp_path / "exps" / "001" / "metrics.csv").exists()
 
 
 @pytest.mark.parametrize("no_cache", [False, True])
-def test_a_training_split_without_a_labelled_pixel_is_refused(tmp_path, no_cache):
+def test_a_training_split_without_a_labelled_pixel_is_refused(tmp_path, no_cache, tiny_run):
     root = write_nyu_mtan(tmp_path / "nyu", {"train": 2, "val": 2}, 64, 128, seed=6)
     for path in (root / "train" / "label").glob("*.npy"):
         np.save(path, np.full_like(np.load(path), -1))
-    result = run_entry(arguments(root, tmp_path / "exps", "--epochs", "1", *(["--no_cache"] if no_cache else [])),
+    result = run_entry(tiny_run(root, tmp_path / "exps", "--epochs", "1", *(["--no_cache"] if no_cache else [])),
                        tmp_path, script="main_cross_nyu.py")
     assert_clear_error(result, 2, "split 'train' has no labelled pixel", str(root / "train" / "label"))
     assert not (tmp_path / "exps" / "001" / "metrics.csv").exists()
 
 
-def test_a_bool_nyu_image_is_refused(tmp_path):
+def test_a_bool_nyu_image_is_refused(tmp_path, tiny_run):
     root = write_nyu_mtan(tmp_path / "nyu", {"train": 2, "val": 2}, 64, 128, seed=7)
     path = root / "train" / "image" / "0.npy"
     np.save(path, np.load(path) > 0.5)
-    result = run_entry(arguments(root, tmp_path / "exps", "--epochs", "1"), tmp_path, script="main_cross_nyu.py")
+    result = run_entry(tiny_run(root, tmp_path / "exps", "--epochs", "1"), tmp_path, script="main_cross_nyu.py")
     assert_clear_error(result, 2, str(path), "bool image")
 
 
-def test_a_dangling_symlink_is_named_as_a_broken_link(tmp_path):
+def test_a_dangling_symlink_is_named_as_a_broken_link(tmp_path, tiny_run):
     root = write_cityscapes_raw(tmp_path / "data", {"train": 2, "val": 2}, 64, 128, seed=8)
     disparity = sorted((root / "disparity" / "train").rglob("*.png"))[0]
     disparity.unlink()
     disparity.symlink_to(tmp_path / "moved_away.png")
-    result = run_entry(arguments(root, tmp_path / "exps", "--epochs", "1"), tmp_path)
+    result = run_entry(tiny_run(root, tmp_path / "exps", "--epochs", "1"), tmp_path)
     assert_clear_error(result, 2, f"{disparity} is a broken link", "moved_away.png")
 
 
-def test_sigterm_stops_cleanly_and_the_printed_command_resumes(cityscapes_root, tmp_path):
+def test_sigterm_stops_cleanly_and_the_printed_command_resumes(cityscapes_root, tmp_path, tiny_run):
     save_path = tmp_path / "exps"
     process = subprocess.Popen([sys.executable, os.path.join(REPOSITORY, "main_cross_cs.py"),
-                                *arguments(cityscapes_root, save_path, "--epochs", "6")], cwd=tmp_path,
+                                *tiny_run(cityscapes_root, save_path, "--epochs", "6")], cwd=tmp_path,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = save_path / "001" / "metrics.csv"
     while not metrics.exists() and process.poll() is None:

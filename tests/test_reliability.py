@@ -9,32 +9,22 @@ import pytest
 import torch
 
 from data import CITYSCAPES
-from data.synthetic import write_cityscapes_raw
 from training import recorder
 from training.run import main
 from utils.errors import UserInputError
 
-TINY = ["--enc_layers", "18", "--batch_size", "2", "--workers", "0", "--notqdm", "--no_plots", "--height", "64",
-        "--width", "128"]
 
 
-@pytest.fixture(scope="module")
-def cityscapes_root(tmp_path_factory):
-    return str(write_cityscapes_raw(tmp_path_factory.mktemp("cityscapes"), {"train": 4, "val": 2}, 128, 256, seed=2))
-
-
-def arguments(root, save_path, *extra):
-    return ["--input_path", root, "--save_path", str(save_path), *TINY, *extra]
 
 
 def model_state(folder, name="last.pt"):
     return torch.load(os.path.join(folder, "checkpoints", name), map_location="cpu", weights_only=True)
 
 
-def test_a_resumed_run_ends_exactly_like_an_uninterrupted_one(cityscapes_root, tmp_path):
+def test_a_resumed_run_ends_exactly_like_an_uninterrupted_one(cityscapes_root, tmp_path, tiny_run):
     straight, pieces = tmp_path / "straight", tmp_path / "pieces"
-    assert main(CITYSCAPES, arguments(cityscapes_root, straight, "--epochs", "3", "--uncertainty_weights")) == 0
-    assert main(CITYSCAPES, arguments(cityscapes_root, pieces, "--epochs", "1", "--uncertainty_weights")) == 0
+    assert main(CITYSCAPES, tiny_run(cityscapes_root, straight, "--epochs", "3", "--uncertainty_weights")) == 0
+    assert main(CITYSCAPES, tiny_run(cityscapes_root, pieces, "--epochs", "1", "--uncertainty_weights")) == 0
     assert main(CITYSCAPES, ["--save_path", str(pieces), "--resume", "1", "--epochs", "2", "--notqdm"]) == 0
     assert main(CITYSCAPES, ["--resume", str(pieces / "001"), "--epochs", "3", "--notqdm"]) == 0
     expected, resumed = model_state(straight / "001"), model_state(pieces / "001")
@@ -52,8 +42,8 @@ def test_a_resumed_run_ends_exactly_like_an_uninterrupted_one(cityscapes_root, t
     assert sorted(os.listdir(pieces)) == ["001", "results.csv", "results.csv.lock"]
 
 
-def test_resume_refuses_flags_that_change_the_run(cityscapes_root, tmp_path, capsys):
-    assert main(CITYSCAPES, arguments(cityscapes_root, tmp_path, "--epochs", "1")) == 0
+def test_resume_refuses_flags_that_change_the_run(cityscapes_root, tmp_path, capsys, tiny_run):
+    assert main(CITYSCAPES, tiny_run(cityscapes_root, tmp_path, "--epochs", "1")) == 0
     capsys.readouterr()
     assert main(CITYSCAPES, ["--save_path", str(tmp_path), "--resume", "1", "--lr", "0.5", "--lp", "MSE"]) == 2
     error = capsys.readouterr().err
@@ -73,9 +63,9 @@ def test_bad_values_are_refused_up_front(extra, expected, capsys):
     assert exit_info.value.code == 2 and expected in capsys.readouterr().err
 
 
-def test_deterministic_runs_with_one_seed_give_identical_metrics(cityscapes_root, tmp_path):
+def test_deterministic_runs_with_one_seed_give_identical_metrics(cityscapes_root, tmp_path, tiny_run):
     for name in ("first", "second"):
-        assert main(CITYSCAPES, arguments(cityscapes_root, tmp_path / name, "--epochs", "1", "--deterministic",
+        assert main(CITYSCAPES, tiny_run(cityscapes_root, tmp_path / name, "--epochs", "1", "--deterministic",
                                           "--seed", "5")) == 0
     torch.use_deterministic_algorithms(False)
     first = json.load(open(tmp_path / "first" / "001" / "results.json"))["metrics"]
