@@ -20,6 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.training_step import synchronize  # noqa: E402
 from losses import XTaskLoss, make_balancer  # noqa: E402
 from models import XTaskTSNet  # noqa: E402
 from training.engine import TrainingParts, train_step  # noqa: E402
@@ -38,12 +39,6 @@ def build_case(case, options, device):
     balancer.start_epoch(1)
     model.train()
     return TrainingParts(model, XTaskLoss(7, 0.01, 0.01), balancer, optimizer, scheduler)
-
-
-def synchronize(device):
-    """Wait for the device's queued work (CUDA only)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def step_seconds(parts, batch, steps, device):

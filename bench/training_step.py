@@ -155,8 +155,8 @@ def main():
             options = bench_options(profile_name, balancing, arguments.quick, arguments.enc_layers)
             baseline = None
             for label, speed in configurations(device, arguments.compile):
-                parts = engine.build_training(options, device, options.num_classes, speed)
-                parts.depth_is_disparity = profile_name == "cityscapes"
+                parts = engine.build_training(options, device, options.num_classes, speed,
+                                              PROFILES[profile_name].dataset_class.depth_is_disparity)
                 batch = synthetic_batch(options, options.num_classes, speed, device, np.random.default_rng(0))
                 train_rate = images_per_second(parts, batch, arguments.steps, arguments.warmup, device)
                 eval_rate = evaluation_images_per_second(parts, batch, arguments.steps, device)

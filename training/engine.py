@@ -104,9 +104,10 @@ def training_batch(parts, batch, device):
     return batch
 
 
-def build_training(options, device, num_classes, speed=SpeedSettings()):
+def build_training(options, device, num_classes, speed=SpeedSettings(), depth_is_disparity=False):
     """TrainingParts for `options` on `device`: model, criterion, balancer, optimizer and StepLR, set up
-    for `speed` (channels-last weights, torch.compile); the optimizer is fused on CUDA."""
+    for `speed` (channels-last weights, torch.compile); the optimizer is fused on CUDA.
+    depth_is_disparity: the training depth is disparity (for batches augmented on the device)."""
     model = build_model(options, num_classes).to(device)
     if speed.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -123,7 +124,7 @@ def build_training(options, device, num_classes, speed=SpeedSettings()):
         optimizer = torch.optim.Adam(parameters, lr=options.lr, betas=(options.b1, options.b2), fused=fused)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=options.scheduler_step_size,
                                                 gamma=options.scheduler_gamma)
-    return TrainingParts(model, criterion, balancer, optimizer, scheduler, speed)
+    return TrainingParts(model, criterion, balancer, optimizer, scheduler, speed, depth_is_disparity)
 
 
 def forward(model, image, speed, **keywords):

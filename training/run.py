@@ -160,8 +160,8 @@ def train(context, stop):
     speed = speed_settings(options, context.device)
     if speed.gpu_augment:
         train_set.defer_augmentation()
-    parts = engine.build_training(options, context.device, train_set.num_classes, speed)
-    parts.depth_is_disparity = train_set.depth_is_disparity
+    parts = engine.build_training(options, context.device, train_set.num_classes, speed,
+                                  train_set.depth_is_disparity)
     parts, training_parts = distributed_parts(parts, context.processes, context.device,
                                               getattr(options, "sync_bn", False))
     if options.tensorboard:
