@@ -1,7 +1,7 @@
 """Training augmentation throughput: the CPU per-sample path (data.transforms.random_augment, as a DataLoader
 worker runs it) against the batched path (data.device_augment.augment_batch), in samples per second.
 
-Run: python bench/augmentation.py [--height 128 --width 256] [--batch_size 8] [--seconds 3] [--device cuda]
+Run: python -m bench.augmentation [--height 128 --width 256] [--batch_size 8] [--seconds 3] [--device cuda]
 The batch holds random samples (image in the ImageNet-normalised range, labels, disparity with gaps); each
 path runs whole batches, after one warm-up batch, for about --seconds: the CPU path augments the batch's
 samples one by one with their own generators (drawing included), the batched path augments the batch
@@ -11,16 +11,13 @@ line per path and the ratio batched / CPU.
 """
 import argparse
 import os
-import sys
 import time
 
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from data.device_augment import augment_batch  # noqa: E402
-from data.transforms import draw_augmentation, random_augment, to_tensors  # noqa: E402
+from data.device_augment import augment_batch
+from data.transforms import draw_augmentation, random_augment, to_tensors
 
 DEPTH_IS_DISPARITY = True  # Cityscapes; metric depth costs the same (a division instead of a product)
 

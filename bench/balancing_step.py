@@ -1,6 +1,6 @@
 """Training-step throughput of each loss balancing method, GradNorm in both of its forms.
 
-Run: python bench/balancing_step.py [--cpu] [--height 64 --width 128 --batch_size 4 --steps 5 --repeats 3]
+Run: python -m bench.balancing_step [--cpu] [--height 64 --width 128 --batch_size 4 --steps 5 --repeats 3]
          [--cases none uncertainty gradnorm:paper gradnorm:original]
 Each case is warmed up by one step, then timed over `--repeats` interleaved rounds of `--steps` steps,
 each step on its own. Per case it prints images/s at the median step time and its ratio against the
@@ -10,35 +10,31 @@ other processes share the CPU), and the floating-point operations of one more st
 the engine's own training step (training.engine.train_step).
 """
 import argparse
-import os
 import statistics
-import sys
 import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from bench.training_step import synchronize  # noqa: E402
-from losses import XTaskLoss, make_balancer  # noqa: E402
-from models import XTaskTSNet  # noqa: E402
-from training.engine import TrainingParts, train_step  # noqa: E402
+from bench.training_step import synchronize
+from data import CITYSCAPES
+from training.engine import build_training, train_step
+from training.options import parse_options
 
 CASES = ("none", "uncertainty", "gradnorm:paper", "gradnorm:original")
 
 
-def build_case(case, options, device):
-    """TrainingParts for `case` ("method" or "method:form"), from the same seeded model."""
+def build_case(case, arguments, device):
+    """TrainingParts for `case` ("method" or "method:form") from the engine's builder, as the Cityscapes
+    entry script builds them at the benchmark's size (the same seeded model for every case)."""
     method, _, form = case.partition(":")
-    torch.manual_seed(0)
-    model = XTaskTSNet(options.enc_layers, 7).to(device)
-    balancer = make_balancer(method, form=form or "paper").to(device)
-    optimizer = torch.optim.Adam(list(model.parameters()) + balancer.model_parameters(), lr=1e-4)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1)
-    balancer.start_epoch(1)
-    model.train()
-    return TrainingParts(model, XTaskLoss(7, 0.01, 0.01), balancer, optimizer, scheduler)
+    config = parse_options(CITYSCAPES, ["--balancing", method, "--gradnorm_form", form or "paper", "--enc_layers",
+                                        str(arguments.enc_layers), "--height", str(arguments.height), "--width",
+                                        str(arguments.width), "--batch_size", str(arguments.batch_size)])
+    parts = build_training(config, device, config.data.num_classes)
+    parts.balancer.start_epoch(1)
+    parts.model.train()
+    return parts
 
 
 def step_seconds(parts, batch, steps, device):
@@ -72,29 +68,29 @@ def main():
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
-    options = parser.parse_args()
-    device = torch.device("cuda" if torch.cuda.is_available() and not options.cpu else "cpu")
-    print(f"device {device}, ResNet-{options.enc_layers}, {options.batch_size} x {options.height}x{options.width}, "
-          f"median of {options.repeats} interleaved rounds x {options.steps} timed steps per case")
-    batch = (torch.randn(options.batch_size, 3, options.height, options.width),
-             torch.randint(0, 7, (options.batch_size, options.height, options.width)),
-             torch.rand(options.batch_size, 1, options.height, options.width))
-    parts = {case: build_case(case, options, device) for case in options.cases}
-    for case in options.cases:
+    arguments = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() and not arguments.cpu else "cpu")
+    print(f"device {device}, ResNet-{arguments.enc_layers}, {arguments.batch_size} x {arguments.height}x{arguments.width}, "
+          f"median of {arguments.repeats} interleaved rounds x {arguments.steps} timed steps per case")
+    batch = (torch.randn(arguments.batch_size, 3, arguments.height, arguments.width),
+             torch.randint(0, 7, (arguments.batch_size, arguments.height, arguments.width)),
+             torch.rand(arguments.batch_size, 1, arguments.height, arguments.width))
+    parts = {case: build_case(case, arguments, device) for case in arguments.cases}
+    for case in arguments.cases:
         step_seconds(parts[case], batch, 1, device)
-    durations = {case: [] for case in options.cases}
-    for _ in range(options.repeats):
-        for case in options.cases:
-            durations[case] += step_seconds(parts[case], batch, options.steps, device)
-    flops = {case: step_flops(parts[case], batch, device) for case in options.cases}
-    baseline = options.cases[0]
+    durations = {case: [] for case in arguments.cases}
+    for _ in range(arguments.repeats):
+        for case in arguments.cases:
+            durations[case] += step_seconds(parts[case], batch, arguments.steps, device)
+    flops = {case: step_flops(parts[case], batch, device) for case in arguments.cases}
+    baseline = arguments.cases[0]
     print(f"{'':<26}{'img/s':>8} {'ratio':>6}   {'fastest':>7} {'ratio':>6}   {'GFLOP':>7} {'ratio':>6}   "
           f"(ratios vs {baseline}: of median steps, of fastest steps, of FLOPs)")
-    for case in options.cases:
+    for case in arguments.cases:
         method, _, form = case.partition(":")
         label = f"{method} ({form} form)" if form else method
         median, fastest = statistics.median(durations[case]), min(durations[case])
-        print(f"{label:<26}{options.batch_size / median:>8.2f} {statistics.median(durations[baseline]) / median:>6.3f}"
+        print(f"{label:<26}{arguments.batch_size / median:>8.2f} {statistics.median(durations[baseline]) / median:>6.3f}"
               f"   {fastest:>6.3f}s {min(durations[baseline]) / fastest:>6.3f}"
               f"   {flops[case] / 1e9:>7.1f} {flops[baseline] / flops[case]:>6.3f}")
 

@@ -1,6 +1,6 @@
 """Training samples per second read from the dataset files (cache=False) and from the preprocessed cache.
 
-Run: python bench/data_loading.py [--train_samples 12] [--height 128 --width 256] [--cached_epochs 20]
+Run: python -m bench.data_loading [--train_samples 12] [--height 128 --width 256] [--cached_epochs 20]
 Writes a raw Cityscapes dataset at the full 2048x1024 size (train_samples train, 2 val scenes) once into a
 temporary folder, then in this one process reads every training sample in order, augmentation on, from the
 files and from the cache (its build timed separately), and prints a table with the ratio cached / raw.
@@ -8,15 +8,12 @@ The temporary folder, cache included, is deleted at the end.
 """
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from data import CityscapesDataset  # noqa: E402
-from data.synthetic import write_cityscapes_raw  # noqa: E402
+from data import CityscapesDataset
+from data.synthetic import write_cityscapes_raw
 
 SOURCE_HEIGHT, SOURCE_WIDTH = 1024, 2048
 VAL_SAMPLES = 2

@@ -1,7 +1,7 @@
 """Wall time of real training epochs on a Cityscapes-size dataset, data loading and validation included,
 and the projected time of the 250-epoch run.
 
-Run: python bench/epoch_time.py [--train_images 2975 --val_images 500] [--epochs 3] [--out epoch.md]
+Run: python -m bench.epoch_time [--train_images 2975 --val_images 500] [--epochs 3] [--out epoch.md]
          [-- extra flags for main_cross_cs.py, e.g. --uncertainty_weights --workers 8]
 Generates the synthetic street scenes in the MTAN layout at 128x256 (the Cityscapes default size) in a
 temporary folder, then runs main_cross_cs.py on them in a subprocess (its own cache build, loaders,
@@ -20,9 +20,7 @@ import time
 
 import pandas
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from data.synthetic import write_cityscapes_mtan  # noqa: E402
+from data.synthetic import write_cityscapes_mtan
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER_EPOCHS = 250

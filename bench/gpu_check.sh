@@ -22,8 +22,8 @@ PYTHON=${PYTHON:-python3}
 # Each step's whole output goes to its log under $OUT (kept even when a step hits its time limit).
 timeout 120 $PYTHON -m pytest -q -p no:cacheprovider tests/test_device_augment.py -k cuda 2>&1 \
     | tee "$OUT/device_augment.log" | tail -3
-timeout 300 $PYTHON bench/training_step.py --steps 30 --warmup 10 2>&1 | tee "$OUT/training_step.log" | tail -40
-timeout 240 $PYTHON bench/epoch_time.py --epochs 3 -- --uncertainty_weights --workers 12 2>&1 \
+timeout 300 $PYTHON -m bench.training_step --steps 30 --warmup 10 2>&1 | tee "$OUT/training_step.log" | tail -40
+timeout 240 $PYTHON -m bench.epoch_time --epochs 3 -- --uncertainty_weights --workers 12 2>&1 \
     | tee "$OUT/epoch.log" | tail -8
-timeout 150 $PYTHON bench/training_step.py --datasets cityscapes --balancing none --compile --steps 30 --warmup 15 2>&1 \
+timeout 150 $PYTHON -m bench.training_step --datasets cityscapes --balancing none --compile --steps 30 --warmup 15 2>&1 \
     | tee "$OUT/compile.log" | tail -6

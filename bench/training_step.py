@@ -1,7 +1,7 @@
 """Training-step throughput at each dataset's defaults, with each speed switch on and off, for each
 balancing method, and the projected time of the 250-epoch Cityscapes run.
 
-Run: python bench/training_step.py [--cpu] [--quick] [--datasets cityscapes nyu]
+Run: python -m bench.training_step [--cpu] [--quick] [--datasets cityscapes nyu]
          [--balancing none uncertainty gradnorm] [--steps 20] [--warmup 5] [--compile] [--out table.md]
 The parts come from the entry scripts' own code (training.options.parse_options with the dataset's
 defaults, training.engine.build_training: fused optimizer on CUDA) and each step is the engine's
@@ -17,22 +17,20 @@ the default size in pixels, batch 4).
 """
 import argparse
 import dataclasses
-import os
-import sys
 import time
 
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from data import PROFILES  # noqa: E402
-from data.transforms import draw_augmentation  # noqa: E402
-from training import engine  # noqa: E402
-from training.options import SpeedSettings, parse_options  # noqa: E402
+from data import PROFILES
+from data.transforms import draw_augmentation
+from training import engine
+from training.config import SpeedSettings
+from training.options import parse_options
 
 CITYSCAPES_TRAIN_IMAGES, CITYSCAPES_VAL_IMAGES, PAPER_EPOCHS = 2975, 500, 250
-CUDA_SWITCHES = ("amp", "channels_last", "gpu_augment")
+# Every switch but torch.compile (timed on request: its first steps are slow).
+CUDA_SWITCHES = tuple(item.name for item in dataclasses.fields(SpeedSettings) if item.name != "compile")
 
 
 def synchronize(device):
@@ -54,14 +52,16 @@ def configurations(device, with_compile):
     return rows
 
 
-def synthetic_batch(options, num_classes, speed, device, generator):
-    """A training batch at the options' size: image, segmentation, depth (+ augmentation parameters
-    [N, 4] under gpu_augment), in pinned memory on CUDA as the DataLoader gives it."""
-    size = (options.batch_size, options.height, options.width)
-    batch = [torch.rand(size[0], 3, *size[1:]), torch.randint(0, num_classes, size), torch.rand(size[0], 1, *size[1:])]
+def synthetic_batch(data, speed, device, generator):
+    """A training batch at the size of `data` (training.config.DataConfig): image, segmentation, depth
+    (+ augmentation parameters [N, 4] under gpu_augment), in pinned memory on CUDA as the DataLoader
+    gives it."""
+    size = (data.batch_size, data.height, data.width)
+    batch = [torch.rand(size[0], 3, *size[1:]), torch.randint(0, data.num_classes, size),
+             torch.rand(size[0], 1, *size[1:])]
     if speed.gpu_augment:
-        batch.append(torch.stack([draw_augmentation(generator, options.height, options.width).as_tensor()
-                                  for _ in range(options.batch_size)]))
+        batch.append(torch.stack([draw_augmentation(generator, data.height, data.width).as_tensor()
+                                  for _ in range(data.batch_size)]))
     return tuple(tensor.pin_memory() for tensor in batch) if device.type == "cuda" else tuple(batch)
 
 
@@ -110,12 +110,12 @@ def gpu_busy_fraction(parts, batch, device, steps=5):
     return kernel_microseconds / 1e6 / wall
 
 
-def bench_options(profile_name, balancing, quick, enc_layers):
-    """The entry script's options for `profile_name` with `balancing` (CPU-sized under `quick`)."""
+def bench_config(profile_name, balancing, quick, enc_layers):
+    """The entry script's configuration for `profile_name` with `balancing` (CPU-sized under `quick`)."""
     arguments = ["--balancing", balancing]
     if quick:
-        profile = PROFILES[profile_name]
-        height, width = (max(32, profile.defaults[key] // 2 // 32 * 32) for key in ("height", "width"))
+        defaults = parse_options(PROFILES[profile_name], []).data
+        height, width = (max(32, size // 2 // 32 * 32) for size in (defaults.height, defaults.width))
         arguments += ["--height", str(height), "--width", str(width), "--batch_size", "4", "--enc_layers", "18"]
     if enc_layers:
         arguments += ["--enc_layers", str(enc_layers)]
@@ -152,18 +152,19 @@ def main():
     projections = []
     for profile_name in arguments.datasets:
         for balancing in arguments.balancing:
-            options = bench_options(profile_name, balancing, arguments.quick, arguments.enc_layers)
+            config = bench_config(profile_name, balancing, arguments.quick, arguments.enc_layers)
+            data = config.data
             baseline = None
             for label, speed in configurations(device, arguments.compile):
-                parts = engine.build_training(options, device, options.num_classes, speed,
+                parts = engine.build_training(config, device, data.num_classes, speed,
                                               PROFILES[profile_name].dataset_class.depth_is_disparity)
-                batch = synthetic_batch(options, options.num_classes, speed, device, np.random.default_rng(0))
+                batch = synthetic_batch(data, speed, device, np.random.default_rng(0))
                 train_rate = images_per_second(parts, batch, arguments.steps, arguments.warmup, device)
                 eval_rate = evaluation_images_per_second(parts, batch, arguments.steps, device)
                 busy = gpu_busy_fraction(parts, batch, device)
                 baseline = baseline or train_rate
-                row = (f"| {profile_name} | {options.height}x{options.width}, {options.batch_size}, "
-                       f"ResNet-{options.enc_layers} | {balancing} | {label} | {train_rate:.1f} | "
+                row = (f"| {profile_name} | {data.height}x{data.width}, {data.batch_size}, "
+                       f"ResNet-{config.model.xtask.enc_layers} | {balancing} | {label} | {train_rate:.1f} | "
                        f"{train_rate / baseline:.2f} | {eval_rate:.1f} | "
                        f"{'-' if busy is None else f'{100 * busy:.0f} %'} |")
                 lines.append(row)

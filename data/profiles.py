@@ -19,7 +19,6 @@ from data.nyu import DEPTH_UNITS, NYU_CLASS_COUNTS, NYUv2Dataset
 from data.synthetic import write_cityscapes_raw, write_nyu_mtan
 from utils.errors import UserInputError
 
-PAPER_SETTING_KEYS = ("num_classes", "height", "width")
 DEMO_SEED = 0
 
 
@@ -64,7 +63,8 @@ class DatasetProfile:
 
     def is_paper_setting(self, num_classes: int, height: int, width: int) -> bool:
         """Whether a run at this class count and input size is comparable with `paper_results`."""
-        return (num_classes, height, width) == tuple(self.paper_results[key] for key in PAPER_SETTING_KEYS)
+        paper = self.paper_results
+        return (num_classes, height, width) == (paper["num_classes"], paper["height"], paper["width"])
 
 
 CITYSCAPES = DatasetProfile(

@@ -1,23 +1,27 @@
 """Loss balancing between the two group losses: one interface, one class per method.
 
-A balancer turns the group losses [segmentation_group, depth_group] into one total, runs the backward
-pass of that total, and, where it has its own update (GradNorm), makes it in `step()` after the model's
-optimizer step. The engine calls `start_epoch(epoch)` before each epoch and measures gradients at
-`shared_weight(model)`. Learnable parameters and buffers are in the balancer's `state_dict()`.
+A balancer turns the group losses [segmentation_group, depth_group] into one total (`combine`), runs the
+backward pass of that total (`backward(groups)`, which returns the total, detached), and, where it has
+its own update (GradNorm), makes it in `step()` after the model's optimizer step. The engine calls
+`attach(model)` once after building the model and `start_epoch(epoch)` before each epoch. GradNorm
+measures gradients at the shared layer the model names (`last_shared_weight`, `last_block_conv2_weight`,
+`last_shared_stage`); the other balancers ignore the model. `model_parameters()` are learned by the
+model's optimizer, `weights()` are logged, and learnable parameters and buffers are in the balancer's
+`state_dict()`.
 
-GradNorm has two forms: "paper" (Chen et al. 2018; the weights get only the gradient of L_grad and
-the model only that of the total) and "original" (the procedure of the original xtask_mt code, whose
-L_grad also reaches the model's gradients; see `GradNorm`).
+GradNorm has one class per form: GradNormPaper (Chen et al. 2018; the weights get only the gradient of
+L_grad and the model only that of the total) and GradNormOriginal (the procedure of the original
+xtask_mt code, whose L_grad also reaches the model's gradients). `GradNorm(form=...)` builds the one
+that `form` (one of GRADNORM_FORMS) names.
 
 Under torchrun the model is wrapped in DistributedDataParallel, which averages the model's gradients;
-a balancer measures at the unwrapped model and averages what is its own over the processes: the
+a balancer attaches to the unwrapped model and averages what is its own over the processes: the
 gradients of its learnable parameters, and GradNorm's losses and per-group gradients at the shared
 weight (so its norms and loss ratios are those of the global batch).
 """
 import functools
 import inspect
 import math
-import weakref
 
 import torch
 from torch import nn
@@ -25,11 +29,14 @@ from torch import nn
 from utils.distributed import average_across_processes, average_gradients, unwrap_model
 
 GROUP_NAMES = ("segmentation", "depth")
-GRADNORM_FORMS = ("paper", "original")
 
 
 class LossBalancer(nn.Module):
     """Plain sum of the group losses; the base of every balancing method."""
+
+    def attach(self, model):
+        """Called once after the model is built (`model` may be in a DistributedDataParallel wrapper);
+        the plain sum measures nothing at the model."""
 
     def combine(self, groups):
         """Total loss (scalar) from the group losses, groups: [2]."""
@@ -39,10 +46,9 @@ class LossBalancer(nn.Module):
         """Parameters the model's optimizer should update alongside the model (none here)."""
         return []
 
-    def backward(self, groups, shared_weight):
-        """One backward pass of the total; returns the total, detached. `shared_weight` is the last shared
-        layer's weight (used by GradNorm only). Under torchrun the gradients of `model_parameters()` are
-        then averaged over the processes (DDP averages only the model's)."""
+    def backward(self, groups):
+        """One backward pass of the total; returns the total, detached. Under torchrun the gradients of
+        `model_parameters()` are then averaged over the processes (DDP averages only the model's)."""
         total = self.combine(groups)
         total.backward()
         average_gradients(self.model_parameters())
@@ -53,11 +59,6 @@ class LossBalancer(nn.Module):
 
     def start_epoch(self, epoch):
         """Called by the engine before each training epoch (1-based); nothing to do here."""
-
-    def shared_weight(self, model):
-        """The weight tensor the balancer measures gradients at: the model's last shared layer (of the
-        model inside a DistributedDataParallel wrapper)."""
-        return unwrap_model(model).last_shared_weight
 
     def weights(self):
         """Current balancing weights for logging, as {name: float}."""
@@ -87,103 +88,121 @@ class UncertaintyWeights(LossBalancer):
 
 
 class GradNorm(LossBalancer):
-    """Chen et al. 2018, in one of two forms (`form`, one of GRADNORM_FORMS).
+    """Chen et al. 2018: learnable weights of the group losses (`task_weight`, W, starting at 1), with
+    their own Adam, that `step()` updates from the gradient of L_grad = sum_k |G_k - target_k|, G_k being
+    the norm of group k's gradient at the model's shared weight and target_k = mean(G) * r_k ** alpha for
+    the relative inverse training rates r_k.
 
-    form="paper" (default): total = sum_k w_k * group_k, w_k starting at 1. Per step:
+    One subclass per form: `GradNorm(alpha, lr, betas, form)` builds GradNormPaper (form="paper", the
+    default) or GradNormOriginal (form="original"). This base holds what both share: the weights and
+    their Adam (saved as extra state), the initial losses L0, the attachment to the model, the validation
+    total and the logged weights. A subclass names its `form` and defines `attachment_to(model)` (where
+    it measures), `effective_weights()` (the weights applied to the groups) and `backward(groups)`.
+    """
+
+    def __new__(cls, alpha=0.16, lr=1e-4, betas=(0.9, 0.999), form="paper"):
+        """GradNorm(...) builds the subclass of `form` (one of GRADNORM_FORMS); a subclass builds itself."""
+        if cls is GradNorm:
+            if form not in GRADNORM_FORMS:
+                raise ValueError(f"form {form!r}: unknown GradNorm form; expected one of {', '.join(GRADNORM_FORMS)}")
+            cls = GRADNORM_CLASSES[form]
+        return super().__new__(cls)
+
+    def __init__(self, alpha=0.16, lr=1e-4, betas=(0.9, 0.999), form=None):
+        """Weights W = 1 and their Adam (lr, betas); `form`, when given, must be this class's own."""
+        super().__init__()
+        if form not in (None, self.form):
+            raise ValueError(f"form {form!r}: {type(self).__name__} is GradNorm's {self.form!r} form")
+        if alpha < 0 or not math.isfinite(alpha):
+            raise ValueError(f"alpha {alpha!r}: expected a finite value >= 0")
+        self.alpha = alpha
+        self.task_weight = nn.Parameter(torch.ones(len(GROUP_NAMES)))
+        self.register_buffer("initial_losses", torch.full((len(GROUP_NAMES),), float("nan")))
+        self.optimizer = torch.optim.Adam([self.task_weight], lr=lr, betas=betas)
+        self.attachment = None
+
+    def attach(self, model):
+        """Measure at `model` from now on (at the model inside a DistributedDataParallel wrapper): keep its
+        shared weight and, for the paper form, put a forward hook on its last shared stage. Call once
+        after the model is built; a later call replaces the earlier attachment, hook included."""
+        self.release()
+        self.attachment = self.attachment_to(unwrap_model(model))
+
+    def release(self):
+        """Undo `attach`: take the forward hook off the attached model and forget its shared weight."""
+        if self.attachment is not None:
+            self.attachment.remove()
+            self.attachment = None
+
+    def attached(self):
+        """The Attachment that `attach` made; a RuntimeError when there is none."""
+        if self.attachment is None:
+            raise RuntimeError(f"{type(self).__name__} measures gradients at the model's shared layer: call "
+                               f"attach(model) once after building the model, before backward(groups)")
+        return self.attachment
+
+    def __getstate__(self):
+        """State for copy and pickle, without the attachment (its forward hook belongs to the model): a
+        copy measures from its own `attach(model)` on."""
+        return {**super().__getstate__(), "attachment": None}
+
+    def combine(self, groups):
+        """sum_k e_k * group_k with the effective weights e detached (the validation total)."""
+        return (self.effective_weights().detach() * groups).sum()
+
+    def step(self):
+        """Adam step on the weights, from the gradient `backward` left them."""
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def get_extra_state(self):
+        """The weights' own Adam state, saved inside `state_dict()`."""
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def set_extra_state(self, state):
+        """Restore the weights' Adam state from `state_dict()`."""
+        self.optimizer.load_state_dict(state["optimizer"])
+
+    def weights(self):
+        """The effective weight applied to each group."""
+        values = self.effective_weights().detach().tolist()
+        return {f"w_{name}": value for name, value in zip(GROUP_NAMES, values)}
+
+
+class GradNormPaper(GradNorm):
+    """GradNorm as in the paper: total = sum_k w_k * group_k, w = W. Per step:
     G_k = ||d(w_k * group_k) / d S|| at the shared weight S; L(0) = the unweighted group losses of the first
     training step (kept in a buffer); r_k = (L_k / L_k(0)) / mean_j(L_j / L_j(0));
     target_k = mean(G) * r_k ** alpha, detached; L_grad = sum_k |G_k - target_k|. The weights get only the
     gradient of L_grad (their own Adam), the model only that of the total; after each update the
     weights are rescaled to sum to the number of groups (2).
-
-    form="original": the procedure of the original code. Raw weights W (starting at 1, never rescaled)
-    give t_k = 2 W_k / sum(W), except at the first training step, where t = W. Per step:
-    l_k = 0.5 * t_k * group_k; L0 = l.detach() at every step of epoch 1, then kept; the model gets the
-    gradient of l_1 + l_2; G_k = ||d l_k / d S|| (create_graph) at S = conv2 of the encoder's last block;
-    r_k = (l_k / L0_k) / mean_j(l_j / L0_j); C_k = mean(G) * r_k ** alpha, detached;
-    L_grad = sum_k |G_k - C_k| is backpropagated in full: W gets only its gradient (W's earlier gradient
-    is dropped) and the model gets its second-order term on top of that of l_1 + l_2. The validation
-    total is sum_k t_k * group_k, the logged weights are t.
     """
 
-    def __init__(self, alpha=0.16, lr=1e-4, betas=(0.9, 0.999), form="paper"):
-        super().__init__()
-        if alpha < 0 or not math.isfinite(alpha):
-            raise ValueError(f"alpha {alpha!r}: expected a finite value >= 0")
-        if form not in GRADNORM_FORMS:
-            raise ValueError(f"form {form!r}: unknown GradNorm form; expected one of {', '.join(GRADNORM_FORMS)}")
-        self.alpha = alpha
-        self.form = form
-        self.task_weight = nn.Parameter(torch.ones(len(GROUP_NAMES)))
-        self.register_buffer("initial_losses", torch.full((len(GROUP_NAMES),), float("nan")))
-        if form == "original":
-            self.register_buffer("current_epoch", torch.ones((), dtype=torch.long))
-            self.register_buffer("steps_taken", torch.zeros((), dtype=torch.long))
-        self.optimizer = torch.optim.Adam([self.task_weight], lr=lr, betas=betas)
-        self.activation_recorder = None
+    form = "paper"
 
-    def combine(self, groups):
-        """sum_k w_k * group_k (paper) or sum_k t_k * group_k (original), the weights detached."""
-        if self.form == "original":
-            return (self.effective_weights().detach() * groups).sum()
-        return (self.task_weight.detach() * groups).sum()
-
-    def shared_weight(self, model):
-        """The model's last shared layer (paper) or conv2 of the encoder's last block (original). The paper
-        form also puts one forward hook on the model's last shared stage (kept until `remove_hooks()` or a
-        call with another model): from the next forward on, its backward splits the gradient by group at
-        that stage's output instead of traversing each group's decoder once more. A model in a
-        DistributedDataParallel wrapper is measured inside it."""
-        model = unwrap_model(model)
-        if self.form == "original":
-            return model.last_block_conv2_weight
-        stage = last_shared_stage(model)
-        if self.activation_recorder is None or not self.activation_recorder.records(stage):
-            self.remove_hooks()
-            if stage is not None:
-                self.activation_recorder = ActivationRecorder(stage)
-        return model.last_shared_weight
-
-    def remove_hooks(self):
-        """Take the paper form's forward hook off the model `shared_weight` was last called with."""
-        if self.activation_recorder is not None:
-            self.activation_recorder.remove()
-            self.activation_recorder = None
-
-    def __getstate__(self):
-        """State for copy and pickle, without the paper form's forward hook: a copy places its own at its
-        first `shared_weight(model)`."""
-        return {**super().__getstate__(), "activation_recorder": None}
-
-    def start_epoch(self, epoch):
-        """Record the epoch (1-based): the original form refreshes L0 only during epoch 1."""
-        if self.form == "original":
-            self.current_epoch.fill_(epoch)
+    def attachment_to(self, model):
+        """The model's last shared weight, with a forward hook on its last shared stage when it names one:
+        then `backward` splits the gradient by group at that stage's output instead of traversing each
+        group's decoder once more."""
+        return Attachment(model.last_shared_weight, model.last_shared_stage)
 
     def effective_weights(self):
-        """The weights applied to the groups, with their graph to `task_weight`: w (paper); t = W before
-        the first training step and 2 W / sum(W) after it (original)."""
-        if self.form == "original" and self.steps_taken.item() > 0:
-            return (len(GROUP_NAMES) / self.task_weight.sum()) * self.task_weight
+        """w = W, with its graph to `task_weight`."""
         return self.task_weight
 
-    def backward(self, groups, shared_weight):
-        """The form's GradNorm backward at `shared_weight`: the model's gradients, and the weights'
-        gradient for `step()`. Returns the training total, detached."""
-        if self.form == "original":
-            return self._backward_original(groups, shared_weight)
-        return self._backward_paper(groups, shared_weight)
-
-    def _backward_paper(self, groups, shared_weight):
-        """Gradient norms of each group at `shared_weight`, one backward pass of the total, and the
-        gradient of L_grad into the weights only. The norms come from that one pass when the activation
-        recorded by `shared_weight(model)` splits this graph by group (see `activation_consumers`) and no
-        weight is 0 (the pass carries w_k-weighted gradients), otherwise from one extra backward pass per
-        group. Under torchrun the losses and the per-group gradients are averaged over the processes
-        first, so every process computes the same weights' gradient, that of the global batch."""
+    def backward(self, groups):
+        """Gradient norms of each group at the attached shared weight, one backward pass of the total, and
+        the gradient of L_grad into the weights only; returns the total, detached. The norms come from
+        that one pass when the activation recorded by the attachment's hook splits this graph by group
+        (see `activation_consumers`) and no weight is 0 (the pass carries w_k-weighted gradients),
+        otherwise from one extra backward pass per group. Under torchrun the losses and the per-group
+        gradients are averaged over the processes first, so every process computes the same weights'
+        gradient, that of the global batch."""
+        attachment = self.attached()
+        shared_weight = attachment.shared_weight
         detached_groups = average_across_processes(groups.detach().clone())
         self.initial_losses.copy_(torch.where(torch.isnan(self.initial_losses), detached_groups, self.initial_losses))
-        activation = self.activation_recorder.take() if self.activation_recorder is not None else None
+        activation = attachment.take_activation()
         consumers_per_group = activation_consumers(groups, activation, shared_weight)
         total = self.combine(groups)
         if consumers_per_group is not None and bool(torch.all(self.task_weight != 0)):
@@ -204,11 +223,53 @@ class GradNorm(LossBalancer):
         self.task_weight.grad = torch.autograd.grad(gradnorm_loss, self.task_weight)[0]
         return total.detach()
 
-    def _backward_original(self, groups, shared_weight):
+    def step(self):
+        """Adam step on the weights, then their rescaling to sum to the number of groups."""
+        super().step()
+        with torch.no_grad():
+            self.task_weight.mul_(len(GROUP_NAMES) / self.task_weight.sum())
+
+
+class GradNormOriginal(GradNorm):
+    """GradNorm as the original code runs it. Raw weights W (starting at 1, never rescaled) give
+    t_k = 2 W_k / sum(W), except at the first training step, where t = W. Per step:
+    l_k = 0.5 * t_k * group_k; L0 = l.detach() at every step of epoch 1, then kept; the model gets the
+    gradient of l_1 + l_2; G_k = ||d l_k / d S|| (create_graph) at S = conv2 of the encoder's last block;
+    r_k = (l_k / L0_k) / mean_j(l_j / L0_j); C_k = mean(G) * r_k ** alpha, detached;
+    L_grad = sum_k |G_k - C_k| is backpropagated in full: W gets only its gradient (W's earlier gradient
+    is dropped) and the model gets its second-order term on top of that of l_1 + l_2. The validation
+    total is sum_k t_k * group_k, the logged weights are t.
+    """
+
+    form = "original"
+
+    def __init__(self, alpha=0.16, lr=1e-4, betas=(0.9, 0.999), form=None):
+        """As GradNorm, with buffers for the current epoch (L0 is refreshed during epoch 1) and the number
+        of steps taken (t = W before the first)."""
+        super().__init__(alpha, lr, betas, form)
+        self.register_buffer("current_epoch", torch.ones((), dtype=torch.long))
+        self.register_buffer("steps_taken", torch.zeros((), dtype=torch.long))
+
+    def attachment_to(self, model):
+        """conv2 of the model's last block, where the original code measures; no hook."""
+        return Attachment(model.last_block_conv2_weight)
+
+    def start_epoch(self, epoch):
+        """Record the epoch (1-based): L0 is refreshed only during epoch 1."""
+        self.current_epoch.fill_(epoch)
+
+    def effective_weights(self):
+        """t, with its graph to `task_weight`: W before the first training step, 2 W / sum(W) after it."""
+        if self.steps_taken.item() > 0:
+            return (len(GROUP_NAMES) / self.task_weight.sum()) * self.task_weight
+        return self.task_weight
+
+    def backward(self, groups):
         """Backward of l_1 and of l_2 (graph kept), then the full backward of L_grad built from
-        create_graph gradient norms at `shared_weight`, with W's gradient zeroed in between. The two
+        create_graph gradient norms at the attached weight, with W's gradient zeroed in between. The two
         backward passes are separate, as in the original, so that the gradients add in its order.
         Returns sum_k t_k * group_k (= 2 (l_1 + l_2)), the training total the original logged."""
+        shared_weight = self.attached().shared_weight
         is_first_step = self.steps_taken.item() == 0
         weighted_losses = self.effective_weights() * groups * 0.5
         detached_losses = weighted_losses.detach()
@@ -229,44 +290,36 @@ class GradNorm(LossBalancer):
         self.steps_taken += 1
         return 2 * detached_losses.sum()
 
-    def step(self):
-        """Adam step on the weights; the paper form then rescales them to sum to the number of groups."""
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.form == "paper":
-            with torch.no_grad():
-                self.task_weight.mul_(len(GROUP_NAMES) / self.task_weight.sum())
 
-    def get_extra_state(self):
-        """The weights' own Adam state, saved inside `state_dict()`."""
-        return {"optimizer": self.optimizer.state_dict()}
+class Attachment:
+    """What a GradNorm keeps of the model it measures: the shared weight (held here, outside the
+    balancer's parameters) and, when given a stage, an ActivationRecorder forward hook on that stage."""
 
-    def set_extra_state(self, state):
-        """Restore the weights' Adam state from `state_dict()`."""
-        self.optimizer.load_state_dict(state["optimizer"])
+    def __init__(self, shared_weight, stage=None):
+        self.shared_weight = shared_weight
+        self.recorder = None if stage is None else ActivationRecorder(stage)
 
-    def weights(self):
-        """The weights applied to each group: w_k (paper) or t_k (original)."""
-        values = self.effective_weights().detach().tolist()
-        return {f"w_{name}": value for name, value in zip(GROUP_NAMES, values)}
+    def take_activation(self):
+        """The activation the hook recorded (no longer kept), or None (always None without a hook)."""
+        return None if self.recorder is None else self.recorder.take()
+
+    def remove(self):
+        """Take the forward hook, if any, off its stage."""
+        if self.recorder is not None:
+            self.recorder.remove()
 
 
 class ActivationRecorder:
     """Forward hook that keeps the latest output of one module while that output requires grad; the
-    module's hooks hold this recorder, the recorder holds only a weak reference to the module."""
+    module's hooks hold this recorder, the recorder holds no reference to the module."""
 
     def __init__(self, module):
-        self.module = weakref.ref(module)
         self.activation = None
         self.handle = module.register_forward_hook(self)
 
     def __call__(self, module, inputs, output):
         """Keep `output` when autograd records it (training), otherwise nothing."""
         self.activation = output if isinstance(output, torch.Tensor) and output.requires_grad else None
-
-    def records(self, module):
-        """Whether this recorder is the hook on `module`."""
-        return self.module() is module
 
     def take(self):
         """The recorded activation (or None), no longer kept here."""
@@ -277,12 +330,6 @@ class ActivationRecorder:
         """Take the hook off the module and drop the recorded activation."""
         self.handle.remove()
         self.activation = None
-
-
-def last_shared_stage(model):
-    """The module whose output is the model's last shared activation (`model.encoder.stage4`, the one
-    that holds GradNorm's shared layer), or None for a model without one."""
-    return getattr(getattr(model, "encoder", None), "stage4", None)
 
 
 def activation_consumers(groups, activation, shared_weight):
@@ -380,6 +427,8 @@ class GroupGradientSplit:
                 self.activation, self.shared_weight, grad_outputs=share, retain_graph=True)[0])
 
 
+GRADNORM_CLASSES = {"paper": GradNormPaper, "original": GradNormOriginal}
+GRADNORM_FORMS = tuple(GRADNORM_CLASSES)
 BALANCERS = {"none": LossBalancer, "uncertainty": UncertaintyWeights, "gradnorm": GradNorm}
 
 

@@ -77,6 +77,12 @@ class ResNetEncoder(nn.Module):
         return state
 
     @property
+    def last_shared_stage(self):
+        """The stage whose output is the encoder's last activation, the one that holds `last_shared_weight`
+        (stage4); GradNorm records that output to split the gradient by task there."""
+        return self.stage4
+
+    @property
     def last_shared_weight(self):
         """Weight tensor of the last convolution of the encoder's last block (GradNorm's shared layer)."""
         last_block = self.stage4[-1]

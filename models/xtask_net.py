@@ -60,6 +60,12 @@ class XTaskTSNet(nn.Module):
                                                          wider=wider_ttnet)
 
     @property
+    def last_shared_stage(self):
+        """The module whose output is the last activation both tasks share (the encoder's stage4, which
+        holds `last_shared_weight`); GradNorm records that output to split the gradient by task there."""
+        return self.encoder.last_shared_stage
+
+    @property
     def last_shared_weight(self):
         """Weight of the last conv of the encoder's last block: the layer GradNorm measures gradients at."""
         return self.encoder.last_shared_weight

@@ -31,7 +31,7 @@ def test_dry_run_for_all_datasets_exits_0_and_every_printed_command_parses(capsy
         assert arguments[-3:] == ["--epochs", "1", "--cpu"]
         assert arguments[arguments.index("--seeds") + 1:][:3] == ["0", "1", "2"]
         options = parse_options(PROFILE_OF_SCRIPT[script], arguments)
-        assert options.epochs == 1 and options.cpu, name
+        assert options["epochs"] == 1 and options["cpu"], name
 
 
 def test_only_selects_runs_by_substring_or_regex(capsys):
@@ -55,21 +55,21 @@ def test_run_list_covers_each_claim(dataset):
     multi_task = [(run.name.split("/")[1], parse_options(ablations.DATASET_PROFILES[dataset], list(run.flags)))
                   for run in runs if run.category != "single_task"]
     settings = {name: options for name, options in multi_task}
-    assert settings["base"].balancing == "uncertainty"
-    assert settings["no_transfer"].alpha == 0 and settings["no_transfer"].gamma == 0
-    assert {(options.balancing, options.gradnorm_form if options.balancing == "gradnorm" else None)
+    assert settings["base"]["balancing"] == "uncertainty"
+    assert settings["no_transfer"]["alpha"] == 0 and settings["no_transfer"]["gamma"] == 0
+    assert {(options["balancing"], options["gradnorm_form"] if options["balancing"] == "gradnorm" else None)
             for _, options in multi_task} == {("none", None), ("uncertainty", None), ("gradnorm", "paper"),
                                               ("gradnorm", "original")}
-    assert {options.lp for _, options in multi_task} == {"L1", "MSE", "logL1", "smoothL1"}
-    assert {options.tdep_loss for _, options in multi_task} == {"L1", "ssim"}
-    assert {(options.tseg_loss, options.label_smoothing) for _, options in multi_task} == {
+    assert {options["lp"] for _, options in multi_task} == {"L1", "MSE", "logL1", "smoothL1"}
+    assert {options["tdep_loss"] for _, options in multi_task} == {"L1", "ssim"}
+    assert {(options["tseg_loss"], options["label_smoothing"]) for _, options in multi_task} == {
         ("cross", 0.0), ("kl", 0.0), ("kl", 0.1)}
-    assert settings["batch_norm"].batch_norm and settings["wider_ttnet"].wider_ttnet
-    class_counts = {options.num_classes for _, options in multi_task}
+    assert settings["batch_norm"]["batch_norm"] and settings["wider_ttnet"]["wider_ttnet"]
+    class_counts = {options["num_classes"] for _, options in multi_task}
     assert class_counts == ({7, 19} if dataset == "cityscapes" else {13})
     single_task = {(run.flags[run.flags.index("--single_task") + 1],
                     int(run.flags[run.flags.index("--num_classes") + 1]) if "--num_classes" in run.flags
-                    else settings["base"].num_classes)
+                    else settings["base"]["num_classes"])
                    for run in runs if run.category == "single_task"}
     assert single_task == {(task, count) for task in ("segmentation", "depth") for count in class_counts}
 

@@ -1,4 +1,5 @@
-"""Loss balancing: uncertainty weights and GradNorm (both forms) against their definitions."""
+"""Loss balancing: uncertainty weights and GradNorm (both forms) against their definitions, and the
+balancers' interface (attach once, then backward(groups))."""
 import copy
 import pickle
 import weakref
@@ -6,15 +7,22 @@ import weakref
 import pytest
 import torch
 
-from losses import GradNorm, LossBalancer, UncertaintyWeights, XTaskLoss, make_balancer
+from losses import GradNorm, GradNormOriginal, GradNormPaper, LossBalancer, UncertaintyWeights, XTaskLoss, make_balancer
 from losses import balancing
 from losses.balancing import GRADNORM_FORMS, GroupGradientSplit, activation_consumers
 from models import ResNetEncoder, XTaskTSNet
 
 
-def tiny_step_inputs(seed=0):
+class StagelessNet(XTaskTSNet):
+    """An XTaskTSNet that names no last shared stage, as a model family without one would: paper GradNorm
+    then takes its per-group passes."""
+
+    last_shared_stage = None
+
+
+def tiny_step_inputs(seed=0, network=XTaskTSNet):
     torch.manual_seed(seed)
-    model = XTaskTSNet(18, 3)
+    model = network(18, 3)
     image = torch.randn(2, 3, 32, 64)
     segmentation_target = torch.randint(0, 3, (2, 32, 64))
     depth_target = torch.rand(2, 1, 32, 64) + 0.1
@@ -29,7 +37,8 @@ def groups_of(model, criterion, image, segmentation_target, depth_target):
 def test_plain_sum_backward_gives_the_gradient_of_the_sum():
     balancer = make_balancer("none")
     groups = torch.tensor([1.5, 2.0], requires_grad=True)
-    total = balancer.backward(groups, shared_weight=None)
+    balancer.attach(XTaskTSNet(18, 3))
+    total = balancer.backward(groups)
     assert total.item() == pytest.approx(3.5)
     torch.testing.assert_close(groups.grad, torch.ones(2))
     assert balancer.weights() == {} and list(balancer.parameters()) == []
@@ -54,7 +63,7 @@ def test_uncertainty_total_follows_the_original_form_and_is_in_the_state_dict():
 def test_uncertainty_parameters_start_at_zero_and_receive_gradient():
     balancer = UncertaintyWeights()
     assert torch.all(balancer.log_variance == 0)
-    balancer.backward(torch.tensor([2.0, 0.5], requires_grad=True), shared_weight=None)
+    balancer.backward(torch.tensor([2.0, 0.5], requires_grad=True))
     # d/ds (0.5 exp(-s) L + s) = 1 - 0.5 L at s = 0
     torch.testing.assert_close(balancer.log_variance.grad, torch.tensor([0.0, 0.75]))
 
@@ -76,8 +85,9 @@ def reference_gradnorm(model, groups, weights, initial_losses, alpha):
 
 
 def test_gradnorm_matches_the_two_pass_reference_and_leaves_model_gradients_untouched():
-    model, criterion, *batch = tiny_step_inputs(1)
+    model, criterion, *batch = tiny_step_inputs(1, StagelessNet)
     balancer = GradNorm(alpha=0.16, lr=1e-2)
+    balancer.attach(model)
     with torch.no_grad():
         balancer.task_weight.copy_(torch.tensor([1.3, 0.7]))
         balancer.initial_losses.copy_(torch.tensor([2.0, 0.9]))
@@ -88,7 +98,7 @@ def test_gradnorm_matches_the_two_pass_reference_and_leaves_model_gradients_unto
 
     model.zero_grad(set_to_none=True)
     groups = groups_of(model, criterion, *batch)
-    total = balancer.backward(groups, model.last_shared_weight)
+    total = balancer.backward(groups)
     assert total.item() == pytest.approx((torch.tensor([1.3, 0.7]) * groups.detach()).sum().item(), rel=1e-6)
     for name, parameter in model.named_parameters():
         if name in reference_model_grads:
@@ -100,6 +110,7 @@ def test_gradnorm_matches_the_two_pass_reference_and_leaves_model_gradients_unto
 def test_gradnorm_weights_sum_to_two_and_initial_losses_are_fixed_after_the_first_step():
     model, criterion, *batch = tiny_step_inputs(2)
     balancer = GradNorm(alpha=0.16, lr=0.05)
+    balancer.attach(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     assert torch.isnan(balancer.initial_losses).all()
     first_groups = None
@@ -108,7 +119,7 @@ def test_gradnorm_weights_sum_to_two_and_initial_losses_are_fixed_after_the_firs
         groups = groups_of(model, criterion, *batch)
         if step == 0:
             first_groups = groups.detach().clone()
-        balancer.backward(groups, model.last_shared_weight)
+        balancer.backward(groups)
         optimizer.step()
         balancer.step()
         assert balancer.task_weight.sum().item() == pytest.approx(2.0, rel=1e-6)
@@ -120,7 +131,8 @@ def test_gradnorm_weights_sum_to_two_and_initial_losses_are_fixed_after_the_firs
 def test_gradnorm_state_round_trips_weights_initial_losses_and_its_adam():
     model, criterion, *batch = tiny_step_inputs(3)
     balancer = GradNorm(lr=0.05)
-    balancer.backward(groups_of(model, criterion, *batch), model.last_shared_weight)
+    balancer.attach(model)
+    balancer.backward(groups_of(model, criterion, *batch))
     balancer.step()
     state = balancer.state_dict()
     assert {"task_weight", "initial_losses"} <= set(state)
@@ -234,6 +246,7 @@ class OriginalGradNormTranscript:
 
 def engine_driven_original_steps(model, criterion, batches, balancer):
     """ORIGINAL_SCHEDULE driven as the engine drives a balancer; one record per step."""
+    balancer.attach(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=ORIGINAL_LR)
     records = []
     for step, (epoch, (image, segmentation_target, depth_target)) in enumerate(zip(ORIGINAL_SCHEDULE, batches)):
@@ -242,7 +255,7 @@ def engine_driven_original_steps(model, criterion, batches, balancer):
         weights_before = torch.tensor(list(balancer.weights().values()))
         terms = criterion(model(image), segmentation_target, depth_target)
         optimizer.zero_grad(set_to_none=True)
-        total = balancer.backward(terms.groups(), balancer.shared_weight(model))
+        total = balancer.backward(terms.groups())
         record = {"gradients": gradients_of(model), "weight_gradient": balancer.task_weight.grad.clone(),
                   "initial_losses": balancer.initial_losses.clone(), "total": total,
                   "expected_losses": 0.5 * weights_before * terms.groups().detach()}
@@ -322,8 +335,8 @@ def test_original_gradnorm_first_step_uses_the_raw_weights():
 
     balancer = GradNorm(lr=ORIGINAL_LR, form="original")
     image, segmentation_target, depth_target = batches[0]
-    balancer.backward(criterion(model(image), segmentation_target, depth_target).groups(),
-                      balancer.shared_weight(model))
+    balancer.attach(model)
+    balancer.backward(criterion(model(image), segmentation_target, depth_target).groups())
     torch.testing.assert_close(balancer.task_weight.grad, raw, rtol=1e-5, atol=1e-7)
     assert not torch.allclose(raw, renormalised, rtol=1e-3, atol=0)
     assert int(balancer.steps_taken) == 1
@@ -366,7 +379,8 @@ def test_original_gradnorm_state_round_trips_and_a_restored_balancer_continues_i
     for continuing_model, continuing in ((model, balancer), (restored_model, restored)):
         continuing_model.zero_grad(set_to_none=True)
         groups = criterion(continuing_model(image), segmentation_target, depth_target).groups()
-        continuing.backward(groups, continuing.shared_weight(continuing_model))
+        continuing.attach(continuing_model)
+        continuing.backward(groups)
         continuing.step()
     assert torch.equal(restored.task_weight, balancer.task_weight)
     assert torch.equal(restored.initial_losses, balancer.initial_losses)
@@ -396,20 +410,75 @@ def test_start_epoch_changes_nothing_for_the_sum_uncertainty_weights_and_paper_g
     assert set(GradNorm().state_dict()) == {"task_weight", "initial_losses", "_extra_state"}
 
 
+def attached_weight(balancer, model):
+    """The shared weight `balancer` measures at once attached to `model`."""
+    balancer.attach(model)
+    return balancer.attachment.shared_weight
+
+
 def test_shared_weight_is_conv2_of_the_last_block_on_resnet18_for_both_gradnorm_forms():
     model = XTaskTSNet(18, 3)
     last_conv2 = model.encoder.stage4[-1].conv2.weight
     assert model.last_block_conv2_weight is last_conv2
-    assert LossBalancer().shared_weight(model) is last_conv2
-    assert GradNorm(form="paper").shared_weight(model) is last_conv2
-    assert GradNorm(form="original").shared_weight(model) is last_conv2
+    assert model.last_shared_weight is last_conv2
+    assert attached_weight(GradNorm(form="paper"), model) is last_conv2
+    assert attached_weight(GradNorm(form="original"), model) is last_conv2
 
 
 def test_shared_weight_on_resnet50_is_conv3_for_the_paper_form_and_conv2_for_the_original():
     encoder = ResNetEncoder(50)
-    assert GradNorm(form="paper").shared_weight(encoder) is encoder.stage4[-1].conv3.weight
-    assert GradNorm(form="original").shared_weight(encoder) is encoder.stage4[-1].conv2.weight
+    assert attached_weight(GradNorm(form="paper"), encoder) is encoder.stage4[-1].conv3.weight
+    assert attached_weight(GradNorm(form="original"), encoder) is encoder.stage4[-1].conv2.weight
     assert encoder.last_block_conv2_weight is encoder.stage4[-1].conv2.weight
+
+
+def test_attach_measures_inside_a_distributed_data_parallel_wrapper():
+    """A DistributedDataParallel around the model (built without a process group: only its `module`)."""
+    model = XTaskTSNet(18, 3)
+    wrapped = torch.nn.parallel.DistributedDataParallel.__new__(torch.nn.parallel.DistributedDataParallel)
+    torch.nn.Module.__init__(wrapped)
+    wrapped.module = model
+    paper = GradNorm()
+    assert attached_weight(paper, wrapped) is model.last_shared_weight
+    assert len(model.encoder.stage4._forward_hooks) == 1
+    assert attached_weight(GradNorm(form="original"), wrapped) is model.last_block_conv2_weight
+
+
+def test_gradnorm_form_builds_one_class_per_algorithm():
+    paper, original = GradNorm(), GradNorm(0.2, 1e-3, (0.9, 0.99), "original")
+    assert type(paper) is GradNormPaper and type(original) is GradNormOriginal
+    assert isinstance(paper, GradNorm) and isinstance(original, GradNorm)
+    assert (paper.form, original.form) == ("paper", "original")
+    assert original.alpha == 0.2 and original.optimizer.param_groups[0]["betas"] == (0.9, 0.99)
+    assert type(make_balancer("gradnorm", alpha=0.3, form="original", lr=1e-3, betas=(0.8, 0.9))) is GradNormOriginal
+    assert type(GradNormPaper()) is GradNormPaper and type(GradNormOriginal(form="original")) is GradNormOriginal
+    with pytest.raises(ValueError, match="^form 'original': GradNormPaper is GradNorm's 'paper' form"):
+        GradNormPaper(form="original")
+    assert type(copy.deepcopy(original)) is GradNormOriginal
+    assert type(pickle.loads(pickle.dumps(paper))) is GradNormPaper
+
+
+def test_neither_gradnorm_class_holds_the_other_form_s_state():
+    assert set(GradNormPaper().state_dict()) == {"task_weight", "initial_losses", "_extra_state"}
+    assert not hasattr(GradNormPaper(), "current_epoch") and not hasattr(GradNormPaper(), "steps_taken")
+    assert set(GradNormOriginal().state_dict()) == {"task_weight", "initial_losses", "current_epoch", "steps_taken",
+                                                    "_extra_state"}
+    for method in ("attachment_to", "effective_weights", "backward"):
+        assert method in vars(GradNormPaper) and method in vars(GradNormOriginal)
+    assert "start_epoch" not in vars(GradNormPaper) and "step" not in vars(GradNormOriginal)
+
+
+@pytest.mark.parametrize("form", GRADNORM_FORMS)
+def test_gradnorm_backward_without_attach_is_a_clear_error(form):
+    model, criterion, *batch = tiny_step_inputs(7)
+    balancer = GradNorm(form=form)
+    with pytest.raises(RuntimeError, match=r"call attach\(model\)"):
+        balancer.backward(groups_of(model, criterion, *batch))
+    assert all(parameter.grad is None for parameter in model.parameters())
+    balancer.attach(model)
+    balancer.release()
+    with pytest.raises(RuntimeError, match=r"call attach\(model\)"):
+        balancer.backward(groups_of(model, criterion, *batch))
 
 
 def split_batch(seed):
@@ -432,16 +501,17 @@ def count_split_passes(monkeypatch):
     return passes
 
 
-def paper_gradnorm_steps(model, balancer, batches, shared_weight_of):
-    """Engine-ordered steps (forward, balancer backward, Adam, balancer step) with the shared weight from
-    `shared_weight_of(model)`; per step the model's and the weights' gradients and the total."""
+def paper_gradnorm_steps(model, balancer, batches):
+    """Engine-ordered steps (balancer attached once, then forward, balancer backward, Adam, balancer step);
+    per step the model's and the weights' gradients and the total."""
+    balancer.attach(model)
     criterion = XTaskLoss(3, alpha=0.2, gamma=0.3)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     records = []
     for image, segmentation_target, depth_target in batches:
         groups = criterion(model(image), segmentation_target, depth_target).groups()
         optimizer.zero_grad(set_to_none=True)
-        total = balancer.backward(groups, shared_weight_of(model))
+        total = balancer.backward(groups)
         records.append({"gradients": gradients_of(model), "weight_gradient": balancer.task_weight.grad.clone(),
                         "total": total})
         optimizer.step()
@@ -451,17 +521,18 @@ def paper_gradnorm_steps(model, balancer, batches, shared_weight_of):
 
 @pytest.mark.parametrize("enc_layers", [18, 50])
 def test_paper_gradnorm_one_pass_split_matches_the_per_group_passes_over_two_steps(enc_layers, monkeypatch):
-    """The recorded activation (forward hook from shared_weight) gives the same model gradients, weight
-    gradients and totals as the per-group passes taken without it, step after step."""
+    """The recorded activation (forward hook placed by attach) gives the same model gradients, weight
+    gradients and totals as the per-group passes taken without it (a model naming no last shared stage),
+    step after step."""
     torch.manual_seed(20)
     model = XTaskTSNet(enc_layers, 3)
+    stageless_model = StagelessNet(enc_layers, 3)
+    stageless_model.load_state_dict(model.state_dict())
     batches = [split_batch(21), split_batch(22)]
-    split_model, split_balancer = copy.deepcopy(model), GradNorm(alpha=0.16, lr=1e-2)
     passes = count_split_passes(monkeypatch)
-    split_balancer.shared_weight(split_model)
-    split = paper_gradnorm_steps(split_model, split_balancer, batches, split_balancer.shared_weight)
+    split = paper_gradnorm_steps(model, GradNorm(alpha=0.16, lr=1e-2), batches)
     assert len(passes) == 2
-    per_group = paper_gradnorm_steps(model, GradNorm(alpha=0.16, lr=1e-2), batches, lambda net: net.last_shared_weight)
+    per_group = paper_gradnorm_steps(stageless_model, GradNorm(alpha=0.16, lr=1e-2), batches)
     assert len(passes) == 2
     for ours, reference in zip(split, per_group):
         assert_same_tensors(ours["gradients"], reference["gradients"])
@@ -482,8 +553,8 @@ def test_paper_gradnorm_one_pass_split_matches_the_two_pass_reference(monkeypatc
 
     passes = count_split_passes(monkeypatch)
     model.zero_grad(set_to_none=True)
-    shared_weight = balancer.shared_weight(model)
-    balancer.backward(groups_of(model, criterion, *batch), shared_weight)
+    balancer.attach(model)
+    balancer.backward(groups_of(model, criterion, *batch))
     assert len(passes) == 1
     for name, parameter in model.named_parameters():
         if name in reference_model_grads:
@@ -514,17 +585,16 @@ def test_group_gradient_split_adds_every_consumer_and_input_position_of_a_group(
 
 def test_paper_gradnorm_takes_the_per_group_passes_when_the_activation_does_not_split_the_graph(monkeypatch):
     model, criterion, *batch = tiny_step_inputs(4)
-    other_model = copy.deepcopy(model)
     balancer = GradNorm()
     passes = count_split_passes(monkeypatch)
-    balancer.shared_weight(model)
+    balancer.attach(model)
+    earlier_groups = groups_of(model, criterion, *batch)
     model(batch[0])
-    foreign_groups = groups_of(other_model, criterion, *batch)
-    balancer.backward(foreign_groups, other_model.last_shared_weight)
-    assert passes == [] and balancer.activation_recorder.activation is None
+    balancer.backward(earlier_groups)
+    assert passes == [] and balancer.attachment.recorder.activation is None
 
     groups = groups_of(model, criterion, *batch)
-    activation = balancer.activation_recorder.activation
+    activation = balancer.attachment.recorder.activation
     consumers = activation_consumers(groups, activation, model.last_shared_weight)
     assert [len(group_consumers) for group_consumers in consumers] == [1, 1]
     assert activation_consumers(groups, activation, model.encoder.stage3[-1].conv2.weight) is None
@@ -534,48 +604,53 @@ def test_paper_gradnorm_takes_the_per_group_passes_when_the_activation_does_not_
 
     with torch.no_grad():
         balancer.task_weight.copy_(torch.tensor([0.0, 2.0]))
-    balancer.backward(groups, model.last_shared_weight)
+    balancer.backward(groups)
     assert passes == []
 
 
 def test_paper_gradnorm_keeps_one_hook_and_releases_each_step_s_activation():
-    """Reference counting alone frees each step's activation (no cycle through the graph's hooks)."""
+    """Reference counting alone frees each step's activation (no cycle through the graph's hooks); attach
+    with another model moves the hook there."""
     model, criterion, *batch = tiny_step_inputs(5)
     balancer = GradNorm(lr=1e-2)
-    stage = model.encoder.stage4
+    stage = model.last_shared_stage
     for _ in range(3):
-        assert balancer.shared_weight(model) is model.last_shared_weight
+        balancer.attach(model)
+        assert balancer.attachment.shared_weight is model.last_shared_weight
     assert len(stage._forward_hooks) == 1
     activations = []
     watcher = stage.register_forward_hook(lambda module, inputs, output: activations.append(weakref.ref(output)))
     for _ in range(3):
         groups = groups_of(model, criterion, *batch)
         model.zero_grad(set_to_none=True)
-        balancer.backward(groups, balancer.shared_weight(model))
+        balancer.backward(groups)
         balancer.step()
         del groups
-        assert balancer.activation_recorder.activation is None
+        assert balancer.attachment.recorder.activation is None
         assert activations[-1]() is None, "the step's activation outlived it (a reference cycle or a kept reference)"
         assert len(stage._forward_hooks) == 2
     watcher.remove()
 
     other_model = XTaskTSNet(18, 3)
-    balancer.shared_weight(other_model)
-    assert len(stage._forward_hooks) == 0 and len(other_model.encoder.stage4._forward_hooks) == 1
-    balancer.remove_hooks()
-    assert len(other_model.encoder.stage4._forward_hooks) == 0 and balancer.activation_recorder is None
+    balancer.attach(other_model)
+    assert len(stage._forward_hooks) == 0 and len(other_model.last_shared_stage._forward_hooks) == 1
+    assert balancer.attachment.shared_weight is other_model.last_shared_weight
+    balancer.release()
+    assert len(other_model.last_shared_stage._forward_hooks) == 0 and balancer.attachment is None
     original_form = GradNorm(form="original")
-    original_form.shared_weight(model)
-    assert len(stage._forward_hooks) == 0 and original_form.activation_recorder is None
+    original_form.attach(model)
+    assert len(stage._forward_hooks) == 0 and original_form.attachment.recorder is None
 
 
 def test_a_copy_of_paper_gradnorm_places_its_own_hook_and_the_balancer_pickles():
     model, _, image, _, _ = tiny_step_inputs(6)
     balancer = GradNorm(lr=1e-2)
-    balancer.shared_weight(model)
+    balancer.attach(model)
     model(image)
     copied = copy.deepcopy(balancer)
-    assert copied.activation_recorder is None and balancer.activation_recorder.activation is not None
-    assert pickle.loads(pickle.dumps(balancer)).activation_recorder is None
-    copied.shared_weight(model)
-    assert len(model.encoder.stage4._forward_hooks) == 2
+    assert copied.attachment is None and balancer.attachment.recorder.activation is not None
+    assert len(model.last_shared_stage._forward_hooks) == 1
+    assert pickle.loads(pickle.dumps(balancer)).attachment is None
+    copied.attach(model)
+    assert len(model.last_shared_stage._forward_hooks) == 2
+    assert copied.attachment.shared_weight is balancer.attachment.shared_weight is model.last_shared_weight

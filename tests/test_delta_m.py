@@ -1,7 +1,8 @@
 """Δm (utils.delta_m) against hand-computed values in both protocols, its sign convention and its errors."""
 import pytest
 
-from utils.delta_m import DEFINITION, LOWER_IS_BETTER, TASK_METRICS, delta_m
+from utils.delta_m import DEFINITION, delta_m, task_metrics
+from utils.metric_definitions import METRICS
 
 # Both protocols' keys in one dict each, so that a protocol picking the wrong keys shows.
 MULTI_TASK = {"miou": 0.55, "pixel_acc": 0.90, "abs": 0.012, "abs_rel": 0.30,
@@ -35,10 +36,13 @@ def test_better_multi_task_model_gives_positive_delta_m_and_worse_negative():
 
 
 def test_directions_and_paper_metrics():
-    assert {"abs", "abs_rel", "rmse", "abs_paper", "abs_rel_paper"} <= LOWER_IS_BETTER
-    assert not {"miou", "pixel_acc", "delta1", "miou_paper", "pixel_acc_paper"} & LOWER_IS_BETTER
-    assert TASK_METRICS["paper"]["depth"] == ("abs_paper", "abs_rel_paper")
+    lower_is_better = {key for key, metric in METRICS.items() if metric.lower_is_better}
+    assert {"abs", "abs_rel", "rmse", "abs_paper", "abs_rel_paper"} <= lower_is_better
+    assert not {"miou", "pixel_acc", "delta1", "miou_paper", "pixel_acc_paper"} & lower_is_better
+    assert task_metrics("paper")["depth"] == ("abs_paper", "abs_rel_paper")
+    assert dict(task_metrics("standard")) == {"segmentation": ("miou", "pixel_acc"), "depth": ("abs", "abs_rel")}
     assert "\n" not in DEFINITION and DEFINITION.startswith("Δm =")
+    assert "lower is better (Abs, Abs Rel), 0 where higher is better (mIoU, Pix Acc);" in DEFINITION
 
 
 @pytest.mark.parametrize("multi_task, single_task, protocol, message", [

@@ -76,7 +76,7 @@ def worker(root, output):
                                                                   progress=False)[0]
     for balancing in BALANCINGS:
         context = RunContext(CITYSCAPES, tiny_options(root, 4, "--balancing", balancing), CPU, processes)
-        parts, training_parts = distributed_parts(engine.build_training(context.options, CPU, NUM_CLASSES),
+        parts, training_parts = distributed_parts(engine.build_training(context.config, CPU, NUM_CLASSES),
                                                   processes, CPU, False)
         saved["training"][balancing] = []
         for batch in training_batches(context):
@@ -245,7 +245,7 @@ def test_two_processes_train_like_the_halves_of_the_global_batch_averaged(citysc
     network is so sensitive (L1 kinks, argmax targets) that a rounding difference of 1e-8 after one step
     grows to 1e-4 after the next."""
     context = RunContext(CITYSCAPES, tiny_options(cityscapes_root, 4, "--balancing", balancing), CPU)
-    parts = engine.build_training(context.options, CPU, NUM_CLASSES)
+    parts = engine.build_training(context.config, CPU, NUM_CLASSES)
     step = reference_gradnorm_step if balancing == "gradnorm" else reference_step
     after_steps = [rank_results["training"][balancing] for rank_results in two_process_results]
     for number, batch in enumerate(training_batches(context)):

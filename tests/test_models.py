@@ -186,3 +186,11 @@ def test_pretrained_weights_load_from_the_hub_cache_and_from_an_explicit_file(tm
 def test_gradnorm_shared_layer_is_the_last_conv_of_the_last_block():
     assert XTaskTSNet(18, 7).last_shared_weight.shape == (512, 512, 3, 3)
     assert XTaskTSNet(50, 7).last_shared_weight.shape == (2048, 512, 1, 1)
+
+
+@pytest.mark.parametrize("enc_layers", [18, 50])
+def test_last_shared_stage_is_the_encoder_stage4_and_holds_the_shared_weights(enc_layers):
+    model = XTaskTSNet(enc_layers, 7)
+    assert model.last_shared_stage is model.encoder.stage4 is model.encoder.last_shared_stage
+    stage_weights = {id(parameter) for parameter in model.last_shared_stage.parameters()}
+    assert id(model.last_shared_weight) in stage_weights and id(model.last_block_conv2_weight) in stage_weights

@@ -1,5 +1,6 @@
 """tools.report on fabricated experiment folders (no training): two multi-task configurations and the two
-single-task baselines over three seeds, plus a corrupt, an unfinished and an incomplete folder."""
+single-task baselines over three seeds, plus a corrupt, an unfinished and an incomplete folder; and
+folders of the older config.json format (flat "options")."""
 import json
 import math
 import subprocess
@@ -9,10 +10,13 @@ from pathlib import Path
 import numpy as np
 import pandas
 import pytest
+import torch
 
 from data import CITYSCAPES, NYUV2
 from tools import report
+from tools.report import gather, statistics
 from training.options import parse_options
+from training.recorder import run_config
 from utils.delta_m import DEFINITION, delta_m
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -35,11 +39,19 @@ EXPECTED_NAMES = {"uncertainty": "balancing=uncertainty", "gradnorm": "balancing
                   "segmentation": "single_task=segmentation", "depth": "single_task=depth"}
 
 
-def default_options():
-    """The options a default Cityscapes run writes to config.json, with the keys being added to it."""
-    options = vars(parse_options(CITYSCAPES, []))
-    options.update(dataset="cityscapes", single_task=None, group=None)
-    return options
+def config_json(config):
+    """config.json's content as the recorder writes it for `config` (a RunConfig)."""
+    return run_config(config, torch.device("cpu"))
+
+
+def old_config_json(options):
+    """config.json's content in the format before RunConfig: the flags flat under "options"."""
+    return {"options": options, "device": "cpu", "versions": {}, "git_commit": None}
+
+
+def default_config(**settings):
+    """config.json's content of a default Cityscapes run with `settings` ({key: value}) changed."""
+    return config_json(parse_options(CITYSCAPES, []).replace(**settings))
 
 
 def fabricated_metrics(configuration, seed):
@@ -56,12 +68,12 @@ def fabricated_metrics(configuration, seed):
     return metrics
 
 
-def write_run(root, number, options, metrics, status="finished"):
-    """An experiment folder as training writes it: config.json, results.json and (unless None) status."""
+def write_run(root, number, config, metrics, status="finished"):
+    """An experiment folder as training writes it: config.json (`config`, its content), results.json and
+    (unless None) status."""
     folder = root / f"{number:03d}"
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"options": options, "device": "cpu", "versions": {},
-                                                    "git_commit": None}))
+    (folder / "config.json").write_text(json.dumps(config))
     (folder / "results.json").write_text(json.dumps({"metrics": metrics, "epoch": 2}))
     if status is not None:
         (folder / "status").write_text(status + "\n")
@@ -77,22 +89,22 @@ def experiments(tmp_path):
     for configuration, (numbers, overrides, group) in CONFIGURATIONS.items():
         metrics_by_configuration[configuration] = []
         for number, seed in zip(numbers, SEEDS):
-            options = {**default_options(), **overrides, "seed": seed, "group": group,
-                       "save_path": str(root), "explicit": sorted(overrides)}
+            config = default_config(**overrides, seed=seed, group=group, save_path=str(root),
+                                    explicit=sorted(overrides))
             metrics = fabricated_metrics(configuration, seed)
-            write_run(root, number, options, metrics, status="finished" if number != 8 else None)
+            write_run(root, number, config, metrics, status="finished" if number != 8 else None)
             metrics_by_configuration[configuration].append(metrics)
-    (write_run(root, 7, default_options(), {}) / "config.json").write_text("{not json")
-    write_run(root, 9, default_options(), fabricated_metrics("uncertainty", 0), status="failed: x")
-    (write_run(root, 15, default_options(), {}, status=None) / "results.json").unlink()
+    (write_run(root, 7, default_config(), {}) / "config.json").write_text("{not json")
+    write_run(root, 9, default_config(), fabricated_metrics("uncertainty", 0), status="failed: x")
+    (write_run(root, 15, default_config(), {}, status=None) / "results.json").unlink()
     (root / "results.csv").write_text("experiment\n")
     return root, metrics_by_configuration
 
 
 def rows_by_name(root, groups=None):
     """The report's rows of `root` keyed by name."""
-    runs, _ = report.load_runs(root)
-    return {row.name: row for row in report.build_rows(report.select_groups(runs, groups), runs)}
+    runs, _ = gather.load_runs(root)
+    return {row.name: row for row in statistics.build_rows(gather.select_groups(runs, groups), runs)}
 
 
 def expected_delta_m(metrics_by_configuration, configuration, protocol):
@@ -136,7 +148,7 @@ def test_delta_m_is_paired_by_seed_then_averaged(experiments):
 def test_delta_m_without_a_matching_seed_uses_the_seed_averaged_baselines(experiments):
     root, metrics_by_configuration = experiments
     lone_metrics = fabricated_metrics("uncertainty", 99)
-    write_run(root, 16, {**default_options(), "lp": "MSE", "seed": 99}, lone_metrics)
+    write_run(root, 16, default_config(lp="MSE", seed=99), lone_metrics)
     row = rows_by_name(root)["lp=MSE"]
     baselines = {task: {key: np.mean([metrics[key] for metrics in metrics_by_configuration[task]])
                         for key in metrics_by_configuration[task][0] if key != "iou"}
@@ -148,34 +160,61 @@ def test_delta_m_without_a_matching_seed_uses_the_seed_averaged_baselines(experi
 
 def test_no_baseline_of_the_same_size_leaves_delta_m_blank(experiments):
     root, _ = experiments
-    write_run(root, 16, {**default_options(), "height": 256, "width": 512}, fabricated_metrics("uncertainty", 0))
+    write_run(root, 16, default_config(height=256, width=512), fabricated_metrics("uncertainty", 0))
     row = rows_by_name(root)["height=256 width=512"]
     assert math.isnan(row.values["delta_m"][0]) and row.pairing == ""
 
 
-def test_dataset_and_demo_are_named_and_options_at_their_defaults_are_not(tmp_path):
-    runs = [({**vars(parse_options(CITYSCAPES, [])), "dataset": "cityscapes"}, "dataset=cityscapes"),
-            ({**vars(parse_options(CITYSCAPES, ["--demo"])), "dataset": "cityscapes"}, "dataset=cityscapes demo=True"),
-            ({**vars(parse_options(NYUV2, ["--epochs", "3"])), "dataset": "nyu"}, "dataset=nyu epochs=3")]
-    for number, (options, _) in enumerate(runs, start=1):
-        options.pop("single_task", None)
-        write_run(tmp_path, number, options, fabricated_metrics("uncertainty", 0))
+def test_dataset_and_demo_are_named_and_settings_at_their_defaults_are_not(tmp_path):
+    # Runs of the older format: flat options, no single_task (guessed from the metrics) and, in the first,
+    # no dataset (guessed from the input path).
+    runs = [(parse_options(CITYSCAPES, []), "dataset=cityscapes"),
+            (parse_options(CITYSCAPES, ["--demo"]), "dataset=cityscapes demo=True"),
+            (parse_options(NYUV2, ["--epochs", "3"]), "dataset=nyu epochs=3")]
+    for number, (config, _) in enumerate(runs, start=1):
+        options = config.flat()
+        options.pop("single_task")
+        if number == 1:
+            options.pop("dataset")
+        write_run(tmp_path, number, old_config_json(options), fabricated_metrics("uncertainty", 0))
     rows = rows_by_name(tmp_path)
     assert [name for name, row in rows.items() if row.kind != "paper"] == [name for _, name in runs]
     assert list(rows)[2] == "paper, reported (cityscapes, 7 classes, 128x256)"
-    loaded, _ = report.load_runs(tmp_path)
-    assert report.shared_options(loaded) == ""
-    assert report.shared_options(loaded[:1]) == "dataset=cityscapes"
+    loaded, _ = gather.load_runs(tmp_path)
+    assert [run.config.model.single_task for run in loaded] == [None, None, None]
+    assert gather.shared_settings(loaded) == ""
+    assert gather.shared_settings(loaded[:1]) == "dataset=cityscapes"
+
+
+def test_runs_differing_only_in_how_they_ran_share_a_row(experiments):
+    root, _ = experiments
+    write_run(root, 16, default_config(balancing="uncertainty", seed=3, amp=False, channels_last=True,
+                                       cache_dir="/elsewhere", no_cache=True, compile=True, workers=0),
+              fabricated_metrics("uncertainty", 3))
+    row = rows_by_name(root)[EXPECTED_NAMES["uncertainty"]]
+    assert row.experiments == ("001", "002", "003", "016") and row.seeds == (*SEEDS, 3)
+
+
+def test_a_nan_or_null_metric_is_named_in_a_note(experiments, capsys):
+    root, _ = experiments
+    for number, value in ((16, None), (17, math.nan)):
+        write_run(root, number, default_config(lp="MSE", seed=number), {**fabricated_metrics("uncertainty", 0),
+                                                                       "abs": value})
+    assert math.isnan(rows_by_name(root)["lp=MSE"].values["abs"][0])
+    assert report.main([str(root), "--out", str(root / "report")]) == 0
+    printed = capsys.readouterr().out
+    assert "note: 016: abs is null" in printed and "note: 017: abs is NaN" in printed
+    assert "- note: 017: abs is NaN" in (root / "report" / "report.md").read_text()
 
 
 def test_unusable_folders_are_skipped_with_their_reason(experiments):
     root, _ = experiments
-    runs, skipped = report.load_runs(root)
+    runs, skipped = gather.load_runs(root)
     assert sorted(run.name for run in runs) == ["001", "002", "003", "004", "005", "006", "008", "010", "011",
                                                 "012", "013", "014"]
     reasons = {item.name: item.reason for item in skipped}
     assert list(reasons) == ["007", "009", "015"]
-    assert reasons["007"].startswith("config.json unreadable")
+    assert reasons["007"].startswith("config.json cannot be read")
     assert reasons["009"] == "status: failed: x"
     assert reasons["015"] == "no results.json"
 
@@ -195,7 +234,7 @@ def test_main_prints_the_table_and_writes_csv_markdown_and_png(experiments, tmp_
     assert report.main([str(root), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert DEFINITION in printed
-    assert "skipped: 007 (config.json unreadable" in printed and "skipped: 009 (status: failed: x)" in printed
+    assert "skipped: 007 (config.json cannot be read" in printed and "skipped: 009 (status: failed: x)" in printed
     uncertainty_miou = [metrics["miou"] * 100 for metrics in metrics_by_configuration["uncertainty"]]
     assert f"{np.mean(uncertainty_miou):.2f} ± {np.std(uncertainty_miou, ddof=1):.2f}" in printed
     table = pandas.read_csv(out / "report.csv")

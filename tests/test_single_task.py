@@ -133,7 +133,7 @@ def test_single_task_loss_on_cross_task_outputs_reaches_only_the_encoder_and_tha
     assert all(prediction is not None for prediction in outputs)
     terms = XTaskLoss(NUM_CLASSES, 0.5, 0.5, ignore_index=IGNORE, single_task=task)(
         outputs, segmentation_target, depth_target)
-    LossBalancer().backward(terms.groups(), model.last_shared_weight)
+    LossBalancer().backward(terms.groups())
     reached = {name for name, value in gradient_sums(model).items() if value > 0}
     assert reached == {"encoder", DECODER_NAMES[task]}
 
@@ -146,7 +146,7 @@ def test_single_task_network_and_loss_train_every_parameter(task):
     terms = XTaskLoss(NUM_CLASSES, 0.5, 0.5, ignore_index=IGNORE, single_task=task)(
         model(torch.randn(2, 3, 32, 32)), segmentation_target, depth_target)
     assert getattr(terms, task).item() > 0 and getattr(terms, other(task)).item() == 0
-    LossBalancer().backward(terms.groups(), model.last_shared_weight)
+    LossBalancer().backward(terms.groups())
     assert all(parameter.grad is not None for parameter in model.parameters())
     sums = gradient_sums(model)
     assert set(sums) == {"encoder", DECODER_NAMES[task]} and all(value > 0 for value in sums.values())

@@ -11,7 +11,8 @@ from data.synthetic import write_cityscapes_raw
 from losses import XTaskLoss, make_balancer
 from models import XTaskTSNet
 from training import engine
-from training.options import SpeedSettings, parse_options, speed_settings
+from training.config import SpeedSettings
+from training.options import parse_options
 from training.run import main
 
 TINY = ["--enc_layers", "18", "--batch_size", "2", "--workers", "0", "--notqdm", "--no_plots", "--height", "32",
@@ -29,6 +30,7 @@ def training_parts(speed, balancing="none"):
     if speed.channels_last:
         model = model.to(memory_format=torch.channels_last)
     balancer = make_balancer(balancing)
+    balancer.attach(model)
     optimizer = torch.optim.Adam(list(model.parameters()) + balancer.model_parameters(), lr=1e-4)
     return engine.TrainingParts(model, XTaskLoss(7, 0.01, 0.01), balancer, optimizer,
                                 torch.optim.lr_scheduler.StepLR(optimizer, 1), speed)
@@ -42,15 +44,15 @@ def a_batch():
 
 def test_auto_switches_follow_the_device_and_cuda_only_ones_fall_back_on_the_cpu(capsys):
     options = parse_options(CITYSCAPES, [])
-    assert speed_settings(options, torch.device("cuda")) == SpeedSettings(amp=True, channels_last=True,
+    assert options.speed.resolve(torch.device("cuda")) == SpeedSettings(amp=True, channels_last=True,
                                                                           gpu_augment=True, compile=False)
-    assert speed_settings(options, torch.device("cpu")) == SpeedSettings()
+    assert options.speed.resolve(torch.device("cpu")) == SpeedSettings()
     asked = parse_options(CITYSCAPES, ["--amp", "--channels_last", "--compile", "--gpu_augment"])
-    assert speed_settings(asked, torch.device("cpu")) == SpeedSettings(gpu_augment=True)
+    assert asked.speed.resolve(torch.device("cpu")) == SpeedSettings(gpu_augment=True)
     notes = capsys.readouterr().out
     assert all(f"note: --{name} speeds up CUDA only" in notes for name in ("amp", "channels_last", "compile"))
     refused = parse_options(CITYSCAPES, ["--no_amp", "--no_gpu_augment", "--no_channels_last"])
-    assert speed_settings(refused, torch.device("cuda")) == SpeedSettings()
+    assert refused.speed.resolve(torch.device("cuda")) == SpeedSettings()
 
 
 @pytest.mark.parametrize("balancing", ["none", "gradnorm"])

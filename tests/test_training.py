@@ -15,6 +15,7 @@ from data.synthetic import write_cityscapes_raw, write_nyu_mtan
 from losses import GradNorm, LossBalancer, UncertaintyWeights
 from training import engine
 from training.options import parse_options
+from training.recorder import read_run
 from training.run import main
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,6 +44,7 @@ def check_experiment(folder, epochs=2, balancing_columns=()):
     """Every output file of a finished run exists and parses; returns results.json."""
     config = json.load(open(folder / "config.json"))
     assert config["device"] == "cpu" and config["versions"]["torch"] == torch.__version__
+    assert config["format"] == 2 and read_run(folder).config.to_json() == config["config"]
     history = pandas.read_csv(folder / "metrics.csv")
     assert list(history["epoch"]) == list(range(1, epochs + 1))
     for column in ("train_loss", "val_loss", "train_transferred_depth", "val_transferred_segmentation", "lr",
@@ -68,9 +70,9 @@ def check_experiment(folder, epochs=2, balancing_columns=()):
     for key in ("delta1", "delta2", "delta3"):
         assert 0 <= metrics[key] <= 1, key
     best = torch.load(folder / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
-    assert best["model_arguments"] == {"enc_layers": 18, "num_classes": config["options"]["num_classes"],
+    assert best["model_arguments"] == {"enc_layers": 18, "num_classes": read_run(folder).config["num_classes"],
                                        "batch_norm": False, "wider_ttnet": False, "single_task": None}
-    assert best["balancer"]["method"] == config["options"]["balancing"]
+    assert best["balancer"]["method"] == read_run(folder).config["balancing"]
     assert results["epoch"] == int(history["epoch"][history["val_loss"].idxmin()])
     for figure in ("loss_curves.png", "predictions.png", "depth_error.png"):
         assert (folder / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -115,8 +117,8 @@ def test_nyu_runs_without_a_balancing_flag_and_masks_missing_values(nyu_root, tm
     assert main(NYUV2, nyu_arguments(nyu_root, tmp_path, "--direct_only")) == 0
     results = check_experiment(tmp_path / "001")
     assert results["direct_only"] is True
-    config = json.load(open(tmp_path / "001" / "config.json"))
-    assert config["options"]["ignore_index"] == -1 and config["options"]["num_classes"] == 13
+    config = read_run(tmp_path / "001").config
+    assert config["ignore_index"] == -1 and config["num_classes"] == 13
 
 
 def test_debug_writes_nothing_and_time_inf_prints_latency(cityscapes_root, tmp_path, capsys):
@@ -129,8 +131,8 @@ def test_debug_writes_nothing_and_time_inf_prints_latency(cityscapes_root, tmp_p
 
 def test_explicit_options_are_told_apart_from_defaults():
     options = parse_options(CITYSCAPES, ["--batch_size", "8", "-e", "3", "--demo"])
-    assert options.explicit == ["batch_size", "demo", "epochs"]
-    assert options.height == 32 and "height" not in options.explicit
+    assert options.explicit == ("batch_size", "demo", "epochs")
+    assert options["height"] == 32 and "height" not in options.explicit
 
 
 def test_every_flag_reaches_the_code_it_names():
@@ -151,19 +153,19 @@ def test_every_flag_reaches_the_code_it_names():
     assert optimizer.param_groups[0]["momentum"] == 0.8
     assert (scheduler.step_size, scheduler.gamma) == (7, 0.25)
     assert isinstance(balancer, GradNorm) and balancer.alpha == 0.5 and balancer.form == "paper"
-    assert balancer.optimizer.param_groups[0]["betas"] == (options.b1, options.b2)
-    assert parse_options(CITYSCAPES, ["--optim", "sgd"]).momentum == 0.0
+    assert balancer.optimizer.param_groups[0]["betas"] == (options["b1"], options["b2"])
+    assert parse_options(CITYSCAPES, ["--optim", "sgd"])["momentum"] == 0.0
 
     options = parse_options(NYUV2, ["--uncertainty_weights", "--b1", "0.7", "--b2", "0.95"])
-    assert (options.alpha, options.gamma, options.ignore_index, options.height, options.width) == (1e-4, 1e-4, -1, 288, 384)
-    assert (options.epochs, options.batch_size, options.scheduler_step_size) == (100, 6, 60)
+    assert (options["alpha"], options["gamma"], options["ignore_index"], options["height"], options["width"]) == (1e-4, 1e-4, -1, 288, 384)
+    assert (options["epochs"], options["batch_size"], options["scheduler_step_size"]) == (100, 6, 60)
     parts = engine.build_training(options, torch.device("cpu"), 13)
     criterion, balancer, optimizer = parts.criterion, parts.balancer, parts.optimizer
     assert isinstance(balancer, UncertaintyWeights) and criterion.ignore_index == -1
     assert optimizer.param_groups[0]["betas"] == (0.7, 0.95)
     assert any(p is balancer.log_variance for p in optimizer.param_groups[0]["params"])
     options = parse_options(CITYSCAPES, [])
-    assert (options.alpha, options.gamma, options.epochs, options.batch_size, options.num_classes) == (0.01, 0.01, 250, 8, 7)
+    assert (options["alpha"], options["gamma"], options["epochs"], options["batch_size"], options["num_classes"]) == (0.01, 0.01, 250, 8, 7)
     assert type(engine.build_training(options, torch.device("cpu"), 7).balancer) is LossBalancer
 
 
@@ -171,12 +173,12 @@ def test_the_original_command_lines_run_verbatim():
     options = parse_options(CITYSCAPES, ["-n", "19", "-j", "3", "--learning_rate", "0.002", "--beta_1", "0.8",
                                          "--beta_2", "0.9", "-e", "5", "-b", "4", "--lambda_1", "0.1",
                                          "--lambda_2", "0.2", "--gradnorm"])
-    assert (options.num_classes, options.workers, options.lr, options.b1, options.b2) == (19, 3, 0.002, 0.8, 0.9)
-    assert (options.epochs, options.batch_size, options.alpha, options.gamma) == (5, 4, 0.1, 0.2)
-    assert options.balancing == "gradnorm" and "balancing" in options.explicit
-    assert parse_options(NYUV2, ["--uncertainty_weights"]).balancing == "uncertainty"
-    assert parse_options(NYUV2, ["--balancing", "uncertainty", "--uncertainty_weights"]).balancing == "uncertainty"
-    assert parse_options(NYUV2, []).balancing == "none"
+    assert (options["num_classes"], options["workers"], options["lr"], options["b1"], options["b2"]) == (19, 3, 0.002, 0.8, 0.9)
+    assert (options["epochs"], options["batch_size"], options["alpha"], options["gamma"]) == (5, 4, 0.1, 0.2)
+    assert options["balancing"] == "gradnorm" and "balancing" in options.explicit
+    assert parse_options(NYUV2, ["--uncertainty_weights"])["balancing"] == "uncertainty"
+    assert parse_options(NYUV2, ["--balancing", "uncertainty", "--uncertainty_weights"])["balancing"] == "uncertainty"
+    assert parse_options(NYUV2, [])["balancing"] == "none"
 
 
 def test_original_gradnorm_form_gets_the_original_weight_optimizer_and_shared_layer():
@@ -186,7 +188,7 @@ def test_original_gradnorm_form_gets_the_original_weight_optimizer_and_shared_la
     assert parts.balancer.form == "original"
     assert parts.balancer.optimizer.param_groups[0]["betas"] == (0.9, 0.999)
     assert parts.balancer.optimizer.param_groups[0]["lr"] == 0.003
-    assert parts.balancer.shared_weight(parts.model) is parts.model.encoder.stage4[-1].conv2.weight
+    assert parts.balancer.attachment.shared_weight is parts.model.encoder.stage4[-1].conv2.weight
 
 
 def test_lp_flag_changes_the_depth_loss(cityscapes_root):
@@ -249,7 +251,7 @@ def test_reduced_demo_generates_the_raw_layout_once_and_runs_end_to_end(tmp_path
     assert sorted(os.listdir(demo_root)) == [".complete", "disparity", "gtFine", "leftImg8bit"]
     image_files = [name for _, _, names in os.walk(demo_root / "leftImg8bit" / "train") for name in names]
     assert len(image_files) == CITYSCAPES.demo_data["splits"]["train"]
-    config = json.load(open(tmp_path / "exps" / "001" / "config.json"))["options"]
+    config = read_run(tmp_path / "exps" / "001").config
     assert (config["demo"], config["enc_layers"], config["height"], config["width"]) == (True, 18, 32, 64)
     results = json.load(open(tmp_path / "exps" / "001" / "results.json"))
     baseline = results["baseline"]
@@ -281,7 +283,7 @@ def test_single_task_baselines_run_end_to_end_on_both_scripts(cityscapes_root, n
         other = "depth" if task == "segmentation" else "segmentation"
         assert not any(name.startswith((f"{other}_decoder", "segmentation_to_depth", "depth_to_segmentation"))
                        for name in best["model"])
-        config = json.load(open(folder / "config.json"))["options"]
+        config = read_run(folder).config
         assert (config["single_task"], config["dataset"], config["balancing"]) == (task, profile.name, "none")
         assert (folder / "predictions.png").exists() and (folder / "depth_error.png").exists() == (task == "depth")
 
@@ -289,7 +291,7 @@ def test_single_task_baselines_run_end_to_end_on_both_scripts(cityscapes_root, n
 def test_seeds_run_once_per_seed_in_one_group(cityscapes_root, tmp_path):
     assert main(CITYSCAPES, cityscapes_arguments(cityscapes_root, tmp_path, "--seeds", "3", "4", "--epochs", "1",
                                                  "--no_plots")) == 0
-    configs = [json.load(open(tmp_path / name / "config.json"))["options"] for name in ("001", "002")]
+    configs = [read_run(tmp_path / name).config for name in ("001", "002")]
     assert [config["seed"] for config in configs] == [3, 4]
     assert configs[0]["group"] == configs[1]["group"] is not None
     summary = pandas.read_csv(tmp_path / "results.csv")

@@ -1,5 +1,5 @@
-"""A run under torchrun: what the number of processes allows, the model in DistributedDataParallel
-(SyncBatchNorm on request), and the quiet options of the processes other than rank 0.
+"""A run under torchrun: what the number of processes allows, and the model in DistributedDataParallel
+(SyncBatchNorm on request).
 
 Every process runs the same loop on its shard of each batch (data.sampling); rank 0 alone prints and
 writes (its recorder has the experiment folder, the others' has none).
@@ -12,20 +12,22 @@ import torch
 from utils.errors import UserInputError
 
 
-def check_process_count(options, setup, device):
-    """UserInputError when `options` cannot run on `device` with setup.world_size processes: --sync_bn off
-    CUDA, a --batch_size (the global batch) that the processes cannot split evenly, or GradNorm's original
-    form (three backward passes a step, which DDP cannot average) on several processes."""
-    if getattr(options, "sync_bn", False) and device.type != "cuda":
+def check_process_count(config, setup, device):
+    """UserInputError when `config` (training.config.RunConfig) cannot run on `device` with
+    setup.world_size processes: --sync_bn off CUDA, a --batch_size (the global batch) that the processes
+    cannot split evenly, or GradNorm's original form (three backward passes a step, which DDP cannot
+    average) on several processes."""
+    if config.optimization.sync_bn and device.type != "cuda":
         raise UserInputError(f"--sync_bn: torch's SyncBatchNorm runs on CUDA only and this run is on {device}; "
                              "drop --sync_bn (each process then normalises its own images)")
     if not setup.is_distributed:
         return
-    if options.batch_size % setup.world_size:
-        raise UserInputError(f"--batch_size {options.batch_size} is the global batch, split over the "
+    batch_size, balancing = config.data.batch_size, config.balancing
+    if batch_size % setup.world_size:
+        raise UserInputError(f"--batch_size {batch_size} is the global batch, split over the "
                              f"{setup.world_size} processes torchrun started: expected a multiple of "
                              f"{setup.world_size}")
-    if not options.infer_only and options.balancing == "gradnorm" and options.gradnorm_form == "original":
+    if not config.run.infer_only and balancing.method == "gradnorm" and balancing.gradnorm_form == "original":
         raise UserInputError(f"--gradnorm_form original back-propagates three times per step, which "
                              f"DistributedDataParallel cannot average over the {setup.world_size} processes: "
                              "use --gradnorm_form paper, or run it in one process")
@@ -50,13 +52,3 @@ def distributed_parts(parts, setup, device, sync_batch_norm):
     wrapped = torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[setup.local_rank] if device.type == "cuda" else None, **no_forward_sync)
     return parts, dataclasses.replace(parts, model=wrapped)
-
-
-def quiet_options(options):
-    """The options of a process other than rank 0: no progress bars, figure windows or latency timing (it
-    prints and writes nothing; its standard output is discarded)."""
-    options.notqdm = True
-    options.time_inf = False
-    options.show = False
-    options.view_only = False
-    return options

@@ -13,9 +13,11 @@ from tqdm import tqdm
 from data.device_augment import augment_batch
 from losses import XTaskLoss, make_balancer
 from losses.xtask import COMPONENT_NAMES
+from models import make_model
+from training.config import SpeedSettings, flag_message
 from training.interrupts import NonFiniteTraining
-from training.options import SpeedSettings, balancer_arguments, build_model, loss_arguments
 from utils import distributed
+from utils.errors import UserInputError
 from utils.metrics import MultiTaskMetrics
 
 PROGRESS_SECONDS = 1.0
@@ -104,26 +106,48 @@ def training_batch(parts, batch, device):
     return batch
 
 
-def build_training(options, device, num_classes, speed=SpeedSettings(), depth_is_disparity=False):
-    """TrainingParts for `options` on `device`: model, criterion, balancer, optimizer and StepLR, set up
-    for `speed` (channels-last weights, torch.compile); the optimizer is fused on CUDA.
-    depth_is_disparity: the training depth is disparity (for batches augmented on the device)."""
-    model = build_model(options, num_classes).to(device)
+def build_model(config, num_classes):
+    """The model of `config.model` for `num_classes` classes (on the CPU; ImageNet weights loaded when
+    asked), initialised from the run's seed; a missing or unreadable weights file is a UserInputError
+    naming the flag."""
+    torch.manual_seed(config.optimization.seed)
+    section = getattr(config.model, config.model.family)
+    try:
+        return make_model(config.model.family, **config.model.arguments(num_classes),
+                          use_pretrain=section.use_pretrain, pretrained_weights=section.pretrained_weights)
+    except ValueError as error:
+        raise UserInputError(flag_message(error)) from None
+
+
+def build_optimizer(parameters, optimization, device):
+    """The optimizer of `optimization` (training.config.OptimizationConfig) over `parameters`, fused on
+    CUDA, and its per-epoch StepLR scheduler."""
+    fused = device.type == "cuda"
+    if optimization.optim == "sgd":
+        optimizer = torch.optim.SGD(parameters, lr=optimization.lr, momentum=optimization.momentum, fused=fused)
+    else:
+        optimizer = torch.optim.Adam(parameters, lr=optimization.lr, betas=(optimization.b1, optimization.b2),
+                                     fused=fused)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=optimization.scheduler_step_size,
+                                                gamma=optimization.scheduler_gamma)
+    return optimizer, scheduler
+
+
+def build_training(config, device, num_classes, speed=SpeedSettings(), depth_is_disparity=False):
+    """TrainingParts for `config` (training.config.RunConfig) on `device`: model, criterion, balancer
+    (attached to the model), optimizer and StepLR, set up for `speed` (channels-last weights,
+    torch.compile). depth_is_disparity: the training depth is disparity (for batches augmented on the
+    device)."""
+    model = build_model(config, num_classes).to(device)
     if speed.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if speed.compile:
         model.compile()
-    criterion = XTaskLoss(**loss_arguments(options, num_classes))
-    method, arguments = balancer_arguments(options)
-    balancer = make_balancer(method, **arguments).to(device)
-    parameters = list(model.parameters()) + balancer.model_parameters()
-    fused = device.type == "cuda"
-    if options.optim == "sgd":
-        optimizer = torch.optim.SGD(parameters, lr=options.lr, momentum=options.momentum, fused=fused)
-    else:
-        optimizer = torch.optim.Adam(parameters, lr=options.lr, betas=(options.b1, options.b2), fused=fused)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=options.scheduler_step_size,
-                                                gamma=options.scheduler_gamma)
+    criterion = XTaskLoss(**config.loss.arguments(num_classes, config.data.ignore_index, config.model.single_task))
+    balancer = make_balancer(config.balancing.method, **config.balancing.arguments(config.optimization)).to(device)
+    balancer.attach(model)
+    optimizer, scheduler = build_optimizer(list(model.parameters()) + balancer.model_parameters(),
+                                           config.optimization, device)
     return TrainingParts(model, criterion, balancer, optimizer, scheduler, speed, depth_is_disparity)
 
 
@@ -144,7 +168,7 @@ def train_step(parts, batch, device):
     image, segmentation_target, depth_target = training_batch(parts, batch, device)
     terms = parts.criterion(forward(parts.model, image, parts.speed), segmentation_target, depth_target)
     parts.optimizer.zero_grad(set_to_none=True)
-    total = parts.balancer.backward(terms.groups(), parts.balancer.shared_weight(parts.model))
+    total = parts.balancer.backward(terms.groups())
     parts.optimizer.step()
     parts.balancer.step()
     return total, terms
@@ -210,22 +234,12 @@ def evaluate_loss(parts, loader, device, progress=True, description="val"):
     return meter.means()
 
 
-def sharded_metrics(num_classes, ignore_index, tasks):
-    """MultiTaskMetrics for an evaluation loop; under torchrun (each process loading a shard of every
-    batch) its paper-protocol batch terms are summed over the processes batch by batch."""
-    batch_sum = distributed.all_reduce_sum if distributed.is_initialized() else None
-    return MultiTaskMetrics(num_classes, ignore_index, tasks=tasks, batch_sum=batch_sum)
-
-
-def computed_over_processes(metrics, loader, device):
-    """metrics.compute() after the loop over `loader`; under torchrun, first the global batches this
-    process held no image of (see data.sampling), then every accumulator summed over the processes."""
-    if distributed.is_initialized():
-        for _ in range(loader.batch_sampler.batch_count - len(loader)):
-            metrics.join_batch_without_data(device)
-        metrics.load_state_tensors({name: distributed.all_reduce_sum(tensor.to(device))
-                                    for name, tensor in metrics.state_tensors().items()})
-    return metrics.compute()
+def batches_without_data(loader):
+    """How many global batches of `loader` give this process no image (under torchrun the last batch
+    may leave some processes without a share; see data.sampling); 0 in one process."""
+    if not distributed.is_initialized():
+        return 0
+    return loader.batch_sampler.batch_count - len(loader)
 
 
 @torch.inference_mode()
@@ -234,7 +248,7 @@ def evaluate_metrics(model, loader, device, num_classes, ignore_index, progress=
     pixels as (ground truth [P], prediction [P]) CPU tensors for the depth-error plot. Under torchrun
     the metrics are those of every process's shard together (the plotted subsample is this process's)."""
     model.eval()
-    metrics = sharded_metrics(num_classes, ignore_index, model.tasks)
+    metrics = MultiTaskMetrics.over_processes(num_classes, ignore_index, model.tasks)
     sampled_targets, sampled_predictions = [], []
     for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False, dynamic_ncols=True):
         image, segmentation_target, depth_target = move_batch(batch, device)
@@ -246,7 +260,7 @@ def evaluate_metrics(model, loader, device, num_classes, ignore_index, progress=
             sampled_targets.append(depth_target[valid][::stride].float().cpu())
             sampled_predictions.append(outputs.depth[valid][::stride].float().cpu())
     depth_pairs = (torch.cat(sampled_targets), torch.cat(sampled_predictions)) if sampled_targets else None
-    return computed_over_processes(metrics, loader, device), depth_pairs
+    return metrics.compute_over_processes(batches_without_data(loader), device), depth_pairs
 
 
 @torch.inference_mode()
@@ -261,13 +275,13 @@ def constant_baseline_metrics(train_set, loader, device):
         depth_sum += float(depth_target[depth_target > 0].sum())
         depth_count += int((depth_target > 0).sum())
     logits = torch.nn.functional.one_hot(class_counts.argmax(), train_set.num_classes).double().view(1, -1, 1, 1)
-    metrics = sharded_metrics(train_set.num_classes, train_set.ignore_index, ("segmentation", "depth"))
+    metrics = MultiTaskMetrics.over_processes(train_set.num_classes, train_set.ignore_index, ("segmentation", "depth"))
     for batch in loader:
         _, segmentation_target, depth_target = move_batch(batch, device)
         batch_logits = logits.to(device).expand(len(segmentation_target), -1, *segmentation_target.shape[-2:])
         metrics.update(batch_logits, segmentation_target, torch.full_like(depth_target, depth_sum / max(depth_count, 1)),
                        depth_target)
-    return computed_over_processes(metrics, loader, device)
+    return metrics.compute_over_processes(batches_without_data(loader), device)
 
 
 @torch.inference_mode()

@@ -1,37 +1,25 @@
-"""Command-line options: flags -> a checked configuration. The only module that knows flag names.
+"""Command-line options: argv -> a checked training.config.RunConfig. The only module that knows how flags
+are spelled (their aliases, switches and help); each flag's destination is the key of one setting of
+RunConfig, declared with its roles in training/config.py.
 
 A dataset profile (data.profiles) gives the defaults; every check runs before anything else, and a
-mistake ends the program with the flag, the value and what was expected (exit status 2). The loss,
-balancing and model settings are checked by building them, so their rules live in one place: the
-libraries raise ValueError naming their own parameter, which `flag_message` turns into the flag.
+mistake ends the program with the flag, the value and what was expected (exit status 2). The loss and
+balancing settings are checked by building them, so their rules live in one place: the libraries raise
+ValueError naming their own parameter, which `training.config.flag_message` turns into the flag.
 """
 import argparse
 import math
 import os
-import re
-from dataclasses import dataclass
-
-import torch
 
 from losses import BALANCERS, GRADNORM_FORMS, XTaskLoss, make_balancer
 from losses.depth import DEPTH_LOSSES
 from losses.segmentation import TRANSFERRED_SEGMENTATION_LOSSES
 from losses.xtask import TRANSFERRED_DEPTH_LOSSES
-from models import XTaskTSNet
 from models.encoder import ENCODER_DEPTHS
 from models.xtask_net import INPUT_MULTIPLE
-from utils.errors import UserInputError
+from training.config import AUTO, BALANCER_FLAGS, RunConfig, as_value, flag_message
 
-# Constructor parameters whose flag has another name; every other parameter is spelled like its flag.
-BALANCER_FLAGS = {"alpha": "gradnorm_alpha", "form": "gradnorm_form"}
-# What `--resume` may change: how the run is watched and where the data sits, and a longer schedule.
-RESUMABLE_OPTIONS = ("epochs", "resume", "workers", "cache_dir", "no_cache", "notqdm", "no_plots", "show", "view_only", "run_only",
-                     "time_inf", "cpu", "input_path", "save_path", "deterministic", "tensorboard", "amp",
-                     "channels_last", "gpu_augment", "compile")
 SEED_LIMIT = 2 ** 32
-AUTO = "auto"  # a speed switch given neither way: on with CUDA, off on the CPU
-# The betas of the original code's GradNorm weight optimizer (torch's defaults, whatever --b1/--b2 say).
-ORIGINAL_GRADNORM_BETAS = (0.9, 0.999)
 
 
 class BalancingAlias(argparse.Action):
@@ -176,131 +164,78 @@ def add_switch(group, name, help_text):
                        help=f"turn --{name} off")
 
 
-@dataclass(frozen=True)
-class SpeedSettings:
-    """How the engine runs a step on its device: bf16 autocast (`amp`), channels-last tensors,
-    batched augmentation on the device (`gpu_augment`) and torch.compile; all off by default."""
-
-    amp: bool = False
-    channels_last: bool = False
-    gpu_augment: bool = False
-    compile: bool = False
-
-
-def speed_settings(options, device):
-    """The SpeedSettings of `options` on `device`: each switch left on auto is on with CUDA and off on
-    the CPU; a switch asked for on the CPU where it only helps CUDA (--amp, --channels_last, --compile)
-    falls back to off with a note. --gpu_augment works on the CPU too (batched, same results)."""
-    cuda = device.type == "cuda"
-    chosen = {name: cuda if getattr(options, name) == AUTO else getattr(options, name)
-              for name in ("amp", "channels_last", "gpu_augment")}
-    chosen["compile"] = options.compile
-    if not cuda:
-        for name in ("amp", "channels_last", "compile"):
-            if chosen[name]:
-                print(f"note: --{name} speeds up CUDA only; running without it on the CPU")
-                chosen[name] = False
-    return SpeedSettings(**chosen)
-
-
 def parse_options(profile, argv=None):
-    """Parsed and checked options; invalid combinations exit with status 2 and the reason.
-    `options.explicit` lists the options given on the command line (the rest are defaults)."""
+    """The checked RunConfig of an entry script for `profile` and `argv`; invalid combinations exit with
+    status 2 and the reason. `config.explicit` lists the keys given on the command line (the rest are
+    defaults)."""
     parser = build_parser(profile)
-    options = parser.parse_args(argv)
-    if options.demo:
+    namespace = parser.parse_args(argv)
+    if namespace.demo:
         parser.set_defaults(**{**profile.defaults, **profile.demo_defaults})
-        options = parser.parse_args(argv)
-    vars(options).pop("balancing_flag", None)
+        namespace = parser.parse_args(argv)
+    values = {key: as_value(value) for key, value in vars(namespace).items() if key != "balancing_flag"}
     not_given = object()
-    probe = parser.parse_args(argv, namespace=argparse.Namespace(**{key: not_given for key in vars(options)}))
-    options.explicit = sorted(key for key, value in vars(probe).items()
-                              if value is not not_given and key != "balancing_flag")
-    problem = find_problem(options, profile)
+    probe = parser.parse_args(argv, namespace=argparse.Namespace(**{key: not_given for key in values}))
+    explicit = tuple(sorted(key for key, value in vars(probe).items()
+                            if value is not not_given and key != "balancing_flag"))
+    config = RunConfig().replace(dataset=profile.name, explicit=explicit, **values)
+    problem = find_problem(config, profile)
     if problem:
         parser.error(problem)
-    return options
+    return config
 
 
-def flag_message(error, renamed=None):
-    """The message of a library's ValueError with its leading parameter name written as the flag
-    (`renamed` maps a parameter to a flag of another name): "lp 'L3': ..." -> "--lp 'L3': ..."."""
-    message = str(error)
-    match = re.match(r"([a-z_0-9]+)\b(.*)", message, re.DOTALL)
-    if match is None:
-        return message
-    name = (renamed or {}).get(match.group(1), match.group(1))
-    return f"--{name}{match.group(2)}"
-
-
-def model_arguments(options, num_classes):
-    """The keyword arguments of XTaskTSNet for `options` (what a checkpoint stores to rebuild it)."""
-    return dict(enc_layers=options.enc_layers, num_classes=num_classes, batch_norm=options.batch_norm,
-                wider_ttnet=options.wider_ttnet, single_task=options.single_task)
-
-
-def loss_arguments(options, num_classes):
-    """The keyword arguments of XTaskLoss for `options`."""
-    return dict(num_classes=num_classes, alpha=options.alpha, gamma=options.gamma,
-                label_smoothing=options.label_smoothing, lp=options.lp, tseg_loss=options.tseg_loss,
-                tdep_loss=options.tdep_loss, ignore_index=options.ignore_index, single_task=options.single_task)
-
-
-def balancer_arguments(options):
-    """The balancer's method and keyword arguments for `options`; GradNorm's own Adam takes --lr, and
-    --b1/--b2 in the paper form, torch's default betas in the original form (as the original code)."""
-    betas = ORIGINAL_GRADNORM_BETAS if options.gradnorm_form == "original" else (options.b1, options.b2)
-    return options.balancing, dict(alpha=options.gradnorm_alpha, form=options.gradnorm_form, lr=options.lr,
-                                   betas=betas)
-
-
-def find_problem(options, profile):
-    """The first reason the options cannot run together, or None. The loss, balancing and model
+def find_problem(config, profile):
+    """The first reason the settings of `config` cannot run together, or None. The loss and balancing
     settings are checked by building them (cheap: no tensors of any size)."""
+    data, model, optimization, run = config.data, config.model, config.optimization, config.run
+    seeds = None if optimization.seeds is None else list(optimization.seeds)
     checks = (
-        (options.height <= 0 or options.height % INPUT_MULTIPLE,
-         f"--height {options.height}: expected a positive multiple of {INPUT_MULTIPLE}"),
-        (options.width <= 0 or options.width % INPUT_MULTIPLE,
-         f"--width {options.width}: expected a positive multiple of {INPUT_MULTIPLE}"),
-        (options.num_classes not in profile.class_counts,
-         f"--num_classes {options.num_classes}: {profile.name} supports {profile.class_counts}"),
-        (options.epochs < 1, f"--epochs {options.epochs}: expected at least 1"),
-        (options.batch_size < 1, f"--batch_size {options.batch_size}: expected at least 1"),
-        (options.workers < 0, f"--workers {options.workers}: expected 0 or more"),
-        (not math.isfinite(options.lr) or options.lr <= 0, f"--lr {options.lr}: expected a positive, finite "
-                                                             "learning rate"),
-        (not 0 <= options.b1 < 1, f"--b1 {options.b1}: expected a value in [0, 1)"),
-        (not 0 <= options.b2 < 1, f"--b2 {options.b2}: expected a value in [0, 1)"),
-        (not 0 <= options.seed < SEED_LIMIT, f"--seed {options.seed}: expected an integer in 0..{SEED_LIMIT - 1}"),
-        (not math.isfinite(options.scheduler_gamma) or options.scheduler_gamma <= 0,
-         f"--scheduler_gamma {options.scheduler_gamma}: expected a positive, finite factor"),
-        (os.path.exists(options.save_path) and not os.path.isdir(options.save_path),
-         f"--save_path {options.save_path}: that is a file; expected a folder (it is created when missing)"),
-        (options.tensorboard and (options.debug or options.infer_only),
+        (data.height <= 0 or data.height % INPUT_MULTIPLE,
+         f"--height {data.height}: expected a positive multiple of {INPUT_MULTIPLE}"),
+        (data.width <= 0 or data.width % INPUT_MULTIPLE,
+         f"--width {data.width}: expected a positive multiple of {INPUT_MULTIPLE}"),
+        (data.num_classes not in profile.class_counts,
+         f"--num_classes {data.num_classes}: {profile.name} supports {profile.class_counts}"),
+        (optimization.epochs < 1, f"--epochs {optimization.epochs}: expected at least 1"),
+        (data.batch_size < 1, f"--batch_size {data.batch_size}: expected at least 1"),
+        (data.workers < 0, f"--workers {data.workers}: expected 0 or more"),
+        (not math.isfinite(optimization.lr) or optimization.lr <= 0,
+         f"--lr {optimization.lr}: expected a positive, finite learning rate"),
+        (not 0 <= optimization.b1 < 1, f"--b1 {optimization.b1}: expected a value in [0, 1)"),
+        (not 0 <= optimization.b2 < 1, f"--b2 {optimization.b2}: expected a value in [0, 1)"),
+        (not 0 <= optimization.seed < SEED_LIMIT,
+         f"--seed {optimization.seed}: expected an integer in 0..{SEED_LIMIT - 1}"),
+        (not math.isfinite(optimization.scheduler_gamma) or optimization.scheduler_gamma <= 0,
+         f"--scheduler_gamma {optimization.scheduler_gamma}: expected a positive, finite factor"),
+        (os.path.exists(run.save_path) and not os.path.isdir(run.save_path),
+         f"--save_path {run.save_path}: that is a file; expected a folder (it is created when missing)"),
+        (run.tensorboard and (run.debug or run.infer_only),
          "--tensorboard writes into the experiment folder of a training run: not with --debug or --infer_only"),
-        (options.resume is not None and (options.debug or options.infer_only),
+        (run.resume is not None and (run.debug or run.infer_only),
          "--resume continues a run in its folder: it cannot go with --debug or --infer_only"),
-        (options.batch_size == 1 and options.height == options.width == INPUT_MULTIPLE,
+        (data.batch_size == 1 and data.height == data.width == INPUT_MULTIPLE,
          f"--batch_size 1 at {INPUT_MULTIPLE}x{INPUT_MULTIPLE}: BatchNorm needs more than one value per channel at "
          f"the deepest (1x1) stage; use --batch_size 2 or more, or a larger input"),
-        (not 0 <= options.momentum < math.inf, f"--momentum {options.momentum}: expected a finite value >= 0"),
-        (options.scheduler_step_size < 1,
-         f"--scheduler_step_size {options.scheduler_step_size}: expected at least 1"),
-        (options.infer_only and options.exp_num is None, "--infer_only needs --exp_num N"),
-        (options.exp_num is not None and not options.infer_only, "--exp_num is used with --infer_only only"),
-        (options.show and options.no_plots, "--show and --no_plots contradict each other"),
-        (options.view_only and options.no_plots, "--view_only and --no_plots contradict each other"),
-        (options.pretrained_weights and not options.use_pretrain,
+        (not 0 <= optimization.momentum < math.inf,
+         f"--momentum {optimization.momentum}: expected a finite value >= 0"),
+        (optimization.scheduler_step_size < 1,
+         f"--scheduler_step_size {optimization.scheduler_step_size}: expected at least 1"),
+        (run.infer_only and run.exp_num is None, "--infer_only needs --exp_num N"),
+        (run.exp_num is not None and not run.infer_only, "--exp_num is used with --infer_only only"),
+        (run.show and run.no_plots, "--show and --no_plots contradict each other"),
+        (run.view_only and run.no_plots, "--view_only and --no_plots contradict each other"),
+        (model.xtask.pretrained_weights and not model.xtask.use_pretrain,
          "--pretrained_weights is used with --use_pretrain only"),
-        (options.single_task is not None and options.balancing != "none",
-         f"--single_task {options.single_task} trains one task alone: no loss balancing (drop --balancing "
-         f"{options.balancing})"),
-        (options.seeds is not None and any(not 0 <= seed < SEED_LIMIT for seed in options.seeds),
-         f"--seeds {options.seeds}: expected integers in 0..{SEED_LIMIT - 1}"),
-        (options.seeds is not None and "seed" in options.explicit, "--seed and --seeds: give one of them"),
-        (options.seeds is not None and (options.resume is not None or options.infer_only),
+        (model.single_task is not None and config.balancing.method != "none",
+         f"--single_task {model.single_task} trains one task alone: no loss balancing (drop --balancing "
+         f"{config.balancing.method})"),
+        (seeds is not None and any(not 0 <= seed < SEED_LIMIT for seed in seeds),
+         f"--seeds {seeds}: expected integers in 0..{SEED_LIMIT - 1}"),
+        (seeds is not None and "seed" in config.explicit, "--seed and --seeds: give one of them"),
+        (seeds is not None and (run.resume is not None or run.infer_only),
          "--seeds starts new runs: it cannot go with --resume or --infer_only"),
-        (options.multiple_gpu, "--multiple_gpu (DataParallel in the original) is not used: run the same command "
+        (run.multiple_gpu, "--multiple_gpu (DataParallel in the original) is not used: run the same command "
          "without it through torchrun, e.g. torchrun --nproc_per_node=NUMBER_OF_GPUS "
          f"{profile.entry_script} ... (DistributedDataParallel; --batch_size stays the global batch)"),
     )
@@ -308,23 +243,11 @@ def find_problem(options, profile):
         if failed:
             return message
     try:
-        XTaskLoss(**loss_arguments(options, options.num_classes))
+        XTaskLoss(**config.loss.arguments(data.num_classes, data.ignore_index, model.single_task))
     except ValueError as error:
         return flag_message(error)
-    method, arguments = balancer_arguments(options)
     try:
-        make_balancer(method, **arguments)
+        make_balancer(config.balancing.method, **config.balancing.arguments(optimization))
     except ValueError as error:
         return flag_message(error, BALANCER_FLAGS)
     return None
-
-
-def build_model(options, num_classes):
-    """XTaskTSNet for `options` (on the CPU; ImageNet weights loaded when asked), seeded from --seed;
-    a missing or unreadable weights file is a UserInputError naming the flag."""
-    torch.manual_seed(options.seed)
-    try:
-        return XTaskTSNet(**model_arguments(options, num_classes), use_pretrain=options.use_pretrain,
-                          pretrained_weights=options.pretrained_weights)
-    except ValueError as error:
-        raise UserInputError(flag_message(error)) from None

@@ -1,7 +1,10 @@
 """The experiment folder of a run: config.json, metrics.csv, best/last checkpoints, results.json, the
 best-so-far state, and the row in {save_path}/results.csv. Nothing is ever overwritten: each run
-claims the next free numbered folder, and every file is written atomically."""
+claims the next free numbered folder, and every file is written atomically. `Recorder` writes the
+folder; `read_run` beside it is the one reader (resume, inference and tools.report use it)."""
 import copy
+import csv
+import json
 import math
 import os
 import platform
@@ -13,7 +16,13 @@ import numpy as np
 import torch
 import torchvision
 
+from dataclasses import dataclass
+from typing import Optional
+
+from data.profiles import PROFILES
+from training.config import CONFIG_FORMAT, RunConfig
 from training.interrupts import NonFiniteTraining
+from training.options import parse_options
 from utils.errors import UserInputError
 from utils.files import append_csv_row, atomic_write_bytes, read_csv_header, save_torch, write_csv, write_json
 
@@ -80,10 +89,12 @@ def git_commit():
     return result.stdout.strip() if result.returncode == 0 else None
 
 
-def run_config(options, device):
-    """Everything a run was started with: every flag, the device, library versions, the git commit."""
+def run_config(config, device):
+    """config.json's content: the configuration (RunConfig.to_json), the device, library versions, the git
+    commit."""
     return {
-        "options": vars(options),
+        "format": CONFIG_FORMAT,
+        "config": config.to_json(),
         "device": str(device),
         "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
@@ -199,25 +210,25 @@ class Recorder:
         self.board = None
 
     @classmethod
-    def start(cls, options, device, parts, construction, loader_generator):
-        """A recorder for a new run: claims {save_path}/NNN, checks the free space, writes config.json and
-        the status "running" (nothing under --debug)."""
-        recorder = cls(None, parts, construction, options.epochs, loader_generator)
-        if not options.debug:
-            check_summary_file(os.path.join(options.save_path, "results.csv"))
-            recorder.folder = create_numbered_folder(options.save_path)
+    def start(cls, config, device, parts, construction, loader_generator):
+        """A recorder for a new run of `config` (training.config.RunConfig): claims {save_path}/NNN,
+        checks the free space, writes config.json and the status "running" (nothing under --debug)."""
+        recorder = cls(None, parts, construction, config.optimization.epochs, loader_generator)
+        if not config.run.debug:
+            check_summary_file(os.path.join(config.run.save_path, "results.csv"))
+            recorder.folder = create_numbered_folder(config.run.save_path)
             os.makedirs(recorder.path("checkpoints"))
             recorder.write_status("running")
             check_free_space(recorder.folder, parts)
-            write_json(recorder.path("config.json"), run_config(options, device))
+            write_json(recorder.path("config.json"), run_config(config, device))
         return recorder
 
     @classmethod
-    def resume(cls, folder, options, parts, construction, loader_generator, writes=True):
+    def resume(cls, folder, epochs, parts, construction, loader_generator, writes=True):
         """A recorder continuing the run in `folder` from its last.pt: model, balancer, optimizer,
         scheduler, history, best-so-far state and random states restored. Without `writes` (a process
         other than torchrun's rank 0) it only reads: its folder is None afterwards."""
-        recorder = cls(folder, parts, construction, options.epochs, loader_generator)
+        recorder = cls(folder, parts, construction, epochs, loader_generator)
         last = load_checkpoint(recorder.path("checkpoints", "last.pt"), "cpu")
         best = load_checkpoint(recorder.path("checkpoints", "best.pt"), "cpu")
         parts.model.load_state_dict(last["model"])
@@ -289,14 +300,136 @@ class Recorder:
         self.parts.balancer.load_state_dict(self.best_state["balancing"])
         return self.best_epoch
 
-    def write_results(self, results):
-        """results.json of the final evaluation (nothing under --debug), and its metrics to TensorBoard."""
-        if self.folder is not None:
-            write_json(self.path("results.json"), results)
+    def finish(self, results, save_path, summary_row):
+        """End a finished run: results.json of the final evaluation, its metrics to TensorBoard, this run's
+        `summary_row` added to {save_path}/results.csv, then the status "finished" (nothing is written
+        under --debug)."""
         if self.board is not None:
             self.board.log_results(results["metrics"], results["epoch"])
+        if self.folder is None:
+            return
+        write_json(self.path("results.json"), results)
+        append_csv_row(os.path.join(save_path, "results.csv"), summary_row)
+        self.write_status("finished")
 
-    def append_summary(self, save_path, row):
-        """Add this run's row to {save_path}/results.csv (nothing under --debug)."""
-        if self.folder is not None:
-            append_csv_row(os.path.join(save_path, "results.csv"), row)
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What an experiment folder holds, read back: the run's configuration (None without config.json),
+    its status (None without a status file: runs from before status files), the per-epoch history of
+    metrics.csv, results.json (None when missing) and the checkpoint files present."""
+
+    folder: str
+    config: Optional[RunConfig]
+    status: Optional[str]
+    history: tuple
+    results: Optional[dict]
+    checkpoints: tuple
+
+    @property
+    def finished(self):
+        """Whether the run ended normally (a run without a status file counts when it has results)."""
+        return self.status == "finished" or (self.status is None and self.results is not None)
+
+
+def read_run(folder):
+    """The RunRecord of the experiment `folder`; UserInputError naming the file when a file that is there
+    cannot be read (a missing file is None or empty in the record)."""
+    results = read_json_object(os.path.join(folder, "results.json"))
+    content = read_json_object(os.path.join(folder, "config.json"))
+    config = None if content is None else config_of(content, os.path.join(folder, "config.json"), results)
+    status_path = os.path.join(folder, "status")
+    status = None
+    if os.path.exists(status_path):
+        try:
+            with open(status_path, encoding="utf-8") as stream:
+                status = stream.read().strip()
+        except (OSError, UnicodeDecodeError) as error:
+            raise UserInputError(f"{status_path} cannot be read: {error}") from None
+    checkpoints = tuple(name for name in ("best.pt", "last.pt") if os.path.isfile(os.path.join(folder, "checkpoints", name)))
+    return RunRecord(folder, config, status, read_history(os.path.join(folder, "metrics.csv")), results, checkpoints)
+
+
+def read_json_object(path):
+    """The JSON object in `path`, or None when there is no such file; UserInputError naming the file when
+    it cannot be read or holds something else than an object."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as stream:
+            content = json.load(stream)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserInputError(f"{path} cannot be read: {error}") from None
+    if not isinstance(content, dict):
+        raise UserInputError(f"{path} is not a JSON object")
+    return content
+
+
+def read_history(path):
+    """The rows of metrics.csv as dicts, numbers as floats (empty when there is no such file)."""
+    if not os.path.isfile(path):
+        return ()
+    try:
+        with open(path, newline="", encoding="utf-8") as stream:
+            return tuple({key: number_or_text(value) for key, value in row.items()} for row in csv.DictReader(stream))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise UserInputError(f"{path} cannot be read: {error}") from None
+
+
+def number_or_text(value):
+    """A CSV cell as a float when it is a number, otherwise as it is."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def config_of(content, path, results):
+    """The RunConfig in config.json's `content` (format 2: "config"; format 1: the flags flat under
+    "options"), settings it lacks at its entry script's defaults; `path` names the file in errors, and
+    `results` (or None) tells an old run's single task."""
+    if isinstance(content.get("config"), dict):
+        stored = content["config"]
+        dataset, demo = stored.get("data", {}).get("dataset"), stored.get("run", {}).get("demo")
+    elif isinstance(content.get("options"), dict):
+        stored = dict(content["options"])
+        dataset, demo = stored.get("dataset") or guess_dataset(stored), stored.get("demo")
+        if "single_task" not in stored:
+            stored["single_task"] = guess_single_task((results or {}).get("metrics") or {})
+        stored["dataset"] = dataset
+    else:
+        raise UserInputError(f"{path} holds no configuration (expected \"config\" or \"options\")")
+    if dataset not in PROFILES:
+        raise UserInputError(f"{path}: dataset {dataset!r} is none of {', '.join(PROFILES)}")
+    try:
+        return RunConfig.from_json(stored, parse_options(PROFILES[dataset], ["--demo"] if demo else []))
+    except (ValueError, TypeError) as error:
+        raise UserInputError(f"{path}: {error}") from None
+
+
+def guess_dataset(options):
+    """The profile of a run written before config.json named its dataset: guessed from input_path, then
+    from ignore_index and num_classes; None when nothing fits."""
+    input_path = str(options.get("input_path") or "").lower()
+    for name in PROFILES:
+        if name in input_path:
+            return name
+    for name, profile in PROFILES.items():
+        if (options.get("num_classes") in profile.class_counts
+                and options.get("ignore_index") == profile.defaults["ignore_index"]):
+            return name
+    for name, profile in PROFILES.items():
+        if options.get("num_classes") in profile.class_counts:
+            return name
+    return None
+
+
+def guess_single_task(metrics):
+    """The single task of a run written before config.json named it: the task whose metrics alone are
+    present (None: both)."""
+    has_segmentation, has_depth = "miou" in metrics, "abs" in metrics
+    if has_segmentation and not has_depth:
+        return "segmentation"
+    if has_depth and not has_segmentation:
+        return "depth"
+    return None

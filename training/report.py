@@ -10,15 +10,14 @@ import torch
 from data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from losses.xtask import COMPONENT_NAMES
 from training import engine
+from training.config import SUMMARISED, keys_with
 from utils import plots
+from utils.metric_definitions import METRICS, STANDARD, TASKS, metric_key, select
+from utils.metric_definitions import PROTOCOLS as METRIC_PROTOCOLS
 from utils.timing import inference_latency_ms
 
 PREDICTION_GRID_SAMPLES = 4
-SUMMARY_OPTIONS = ("single_task", "group", "balancing", "gradnorm_form", "enc_layers", "num_classes", "height", "width", "epochs",
-                   "batch_size", "lr", "alpha", "gamma", "label_smoothing", "lp", "tdep_loss", "tseg_loss",
-                   "batch_norm", "wider_ttnet", "seed", "demo")
-PROTOCOLS = {"standard": "accumulated over the whole evaluation set",
-             "paper": "per-image segmentation, per-batch depth averages"}
+PROTOCOLS = {name: protocol.description for name, protocol in METRIC_PROTOCOLS.items()}
 
 
 def display_image(image, dataset):
@@ -44,10 +43,10 @@ def write_figures(folder, history, model, dataset, depth_pairs, context):
     return paths
 
 
-PERCENT_METRICS = ("miou", "pixel_acc", "delta1", "delta2", "delta3")
-MAIN_COLUMNS = (("mIoU", "miou"), ("Pix Acc", "pixel_acc"), ("Abs", "abs"), ("Abs Rel", "abs_rel"))
-DEPTH_COLUMNS = (("RMSE", "rmse"), ("RMSE log", "rmse_log"), ("Sq Rel", "sq_rel"), ("d<1.25", "delta1"),
-                 ("d<1.25^2", "delta2"), ("d<1.25^3", "delta3"))
+# The table's first block: the standard protocol's Δm metrics, a row per protocol; then per task a block of
+# that task's other standard-protocol metrics.
+MAIN_COLUMNS = select(STANDARD, in_delta_m=True)
+MORE_COLUMNS = tuple(columns for columns in (select(STANDARD, task, in_delta_m=False) for task in TASKS) if columns)
 
 
 def prediction_grid_image(context, model, dataset):
@@ -63,7 +62,7 @@ def prediction_rows(context, model, dataset):
     """The grid's rows: up to PREDICTION_GRID_SAMPLES samples spread over `dataset`, as numpy arrays."""
     count = min(PREDICTION_GRID_SAMPLES, len(dataset))
     indices = sorted(set(np.linspace(0, len(dataset) - 1, count).astype(int).tolist()))
-    rows = engine.predict_samples(model, dataset, indices, context.device, context.options.direct_only)
+    rows = engine.predict_samples(model, dataset, indices, context.device, context.config.run.direct_only)
     for row in rows:
         row["image"] = display_image(row["image"], dataset)
         for key, value in row.items():
@@ -77,33 +76,38 @@ def table_line(label, metrics, keys):
     metric of a task that was not trained as '-')."""
     cells = []
     for key in keys:
-        base = key.removesuffix("_paper")
         if key not in metrics:
             cells.append(f"{'-':>10}")
-        elif base in PERCENT_METRICS:
+        elif METRICS[key].percent:
             cells.append(f"{metrics[key] * 100:>9.2f}%")
         else:
             cells.append(f"{metrics[key]:>10.4f}")
     return f"{label:<26}" + "".join(cells)
 
 
+def header_line(columns):
+    """The titles of `columns` (metric definitions) above their values."""
+    return "".join([f"{'':<26}"] + [f"{metric.title:>10}" for metric in columns])
+
+
 def results_table(metrics, context, baseline=None):
-    """The final table: standard and paper-protocol metrics, the paper's numbers for its setting, the
-    constant-predictor baseline when one was computed, and the other standard depth metrics."""
-    keys = [key for _, key in MAIN_COLUMNS]
-    lines = ["".join([f"{'':<26}"] + [f"{title:>10}" for title, _ in MAIN_COLUMNS]),
-             table_line("standard", metrics, keys),
-             table_line("paper protocol", metrics, [f"{key}_paper" for key in keys])]
-    options, profile = context.options, context.profile
-    if not options.demo and profile.is_paper_setting(options.num_classes, options.height, options.width):
+    """The final table: the main metrics in each protocol, the paper's numbers for its setting, the
+    constant-predictor baseline when one was computed, then each measured task's other standard metrics."""
+    keys = [metric.key for metric in MAIN_COLUMNS]
+    lines = [header_line(MAIN_COLUMNS)]
+    for name, protocol in METRIC_PROTOCOLS.items():
+        protocol_keys = [metric_key(metric.quantity, name) for metric in MAIN_COLUMNS]
+        lines.append(table_line(protocol.label, metrics, protocol_keys))
+    data, profile = context.config.data, context.profile
+    if not context.config.run.demo and profile.is_paper_setting(data.num_classes, data.height, data.width):
         lines.append(table_line("paper (reported)", profile.paper_results, keys))
     if baseline is not None:
         lines.append(table_line("constant baseline (std.)", baseline, keys))
-    if "abs" in metrics:
-        lines.append("".join([f"{'':<26}"] + [f"{title:>10}" for title, _ in DEPTH_COLUMNS]))
-        lines.append(table_line("standard", metrics, [key for _, key in DEPTH_COLUMNS]))
-    lines.append("standard: accumulated over the whole set; paper protocol: per-image segmentation and "
-                 "per-batch depth averages, as the original paper computed them.")
+    for columns in MORE_COLUMNS:
+        if any(metric.key in metrics for metric in columns):
+            lines += [header_line(columns),
+                      table_line(METRIC_PROTOCOLS[STANDARD].label, metrics, [metric.key for metric in columns])]
+    lines.append("; ".join(f"{protocol.label}: {protocol.description}" for protocol in METRIC_PROTOCOLS.values()) + ".")
     return "\n".join(lines)
 
 
@@ -111,17 +115,17 @@ def summary_row(folder, context, results):
     """One row of {save_path}/results.csv for a finished run."""
     row = {"experiment": os.path.basename(folder), "dataset": context.profile.name,
            "finished": datetime.datetime.now().isoformat(timespec="seconds"), "best_epoch": results["epoch"]}
-    row.update({key: getattr(context.options, key) for key in SUMMARY_OPTIONS})
+    row.update({key: context.config[key] for key in keys_with(SUMMARISED)})
     row.update({key: value for key, value in results["metrics"].items() if key != "iou"})
     return row
 
 
 def print_latency(model, context):
     """--time_inf: median batch-size-1 latency with and without the transfer nets."""
-    options = context.options
+    data = context.config.data
     for direct_only, label in ((False, "with transfer nets"), (True, "direct only")):
-        latency = inference_latency_ms(model, options.height, options.width, context.device, direct_only)
-        print(f"inference latency ({label}, batch 1, {options.height}x{options.width}, {context.device}): "
+        latency = inference_latency_ms(model, data.height, data.width, context.device, direct_only)
+        print(f"inference latency ({label}, batch 1, {data.height}x{data.width}, {context.device}): "
               f"{latency:.2f} ms (median)")
 
 
@@ -129,19 +133,19 @@ def evaluate_and_report(context, model, balancer, loader, folder, history, basel
     """Evaluate `model` on `loader`, print the table, write figures into `folder` (None: none, unless
     --view_only; loss curves from `history`) and return the results dict for results.json (the caller
     adds the checkpoint's epoch)."""
-    options, dataset = context.options, loader.dataset
+    run, dataset = context.config.run, loader.dataset
     metrics, depth_pairs = engine.evaluate_metrics(model, loader, context.device, dataset.num_classes,
-                                                   dataset.ignore_index, progress=not options.notqdm)
+                                                   dataset.ignore_index, progress=not run.notqdm)
     print(results_table(metrics, context, baseline))
-    results = {"baseline": baseline, "checkpoint": "checkpoints/best.pt", "direct_only": options.direct_only,
+    results = {"baseline": baseline, "checkpoint": "checkpoints/best.pt", "direct_only": run.direct_only,
                "split": dataset.split, "metrics": metrics, "balancing_weights": balancer.weights(),
                "protocols": PROTOCOLS}
-    if options.time_inf:
+    if run.time_inf:
         print_latency(model, context)
     figure_paths = []
-    if not options.no_plots and (folder is not None or options.view_only):
-        figure_folder = tempfile.mkdtemp(prefix="xtask-figures-") if options.view_only or folder is None else folder
+    if not run.no_plots and (folder is not None or run.view_only):
+        figure_folder = tempfile.mkdtemp(prefix="xtask-figures-") if run.view_only or folder is None else folder
         figure_paths = write_figures(figure_folder, history, model, dataset, depth_pairs, context)
-    if options.show or options.view_only:
+    if run.show or run.view_only:
         plots.show_figures(figure_paths)
     return results

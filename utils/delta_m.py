@@ -7,24 +7,22 @@ of the single-task model of that metric's task; l_m = 1 where lower is better (A
 0 where higher is better (mIoU, pixel accuracy, δ). A positive Δm means the multi-task model is better
 on average (Maninis et al. 2019, Vandenhende et al. 2021).
 
-The metrics averaged are the ones the paper reports, in either protocol of utils.metrics: mIoU and
-pixel accuracy for segmentation, Abs and Abs Rel for depth.
+The metrics averaged are the ones the paper reports, in either protocol of utils.metrics (those marked
+`in_delta_m` in utils.metric_definitions): mIoU and pixel accuracy for segmentation, Abs and Abs Rel for
+depth.
 """
-from types import MappingProxyType
+from utils.metric_definitions import METRICS, PROTOCOLS, STANDARD, delta_m_keys, select
 
-PROTOCOLS = ("standard", "paper")
 
-# The paper's metrics per task and protocol (the keys of utils.metrics.MultiTaskMetrics.compute()).
-TASK_METRICS = MappingProxyType({
-    "standard": MappingProxyType({"segmentation": ("miou", "pixel_acc"), "depth": ("abs", "abs_rel")}),
-    "paper": MappingProxyType({"segmentation": ("miou_paper", "pixel_acc_paper"),
-                               "depth": ("abs_paper", "abs_rel_paper")}),
-})
+def delta_m_titles(lower_is_better):
+    """", "-joined titles of the standard protocol's Δm metrics in direction `lower_is_better`."""
+    return ", ".join(metric.title for metric in select(STANDARD, in_delta_m=True)
+                     if metric.lower_is_better == lower_is_better)
 
-LOWER_IS_BETTER = frozenset({"abs", "abs_rel", "rmse", "rmse_log", "sq_rel", "abs_paper", "abs_rel_paper"})
 
 DEFINITION = ("Δm = (1/T) Σ_tasks (1/M_t) Σ_metrics (-1)^l (M - M_single) / M_single x 100 %, "
-              "l = 1 where lower is better (Abs, Abs Rel), 0 where higher is better (mIoU, Pix Acc); "
+              f"l = 1 where lower is better ({delta_m_titles(True)}), "
+              f"0 where higher is better ({delta_m_titles(False)}); "
               "positive: better than the single-task models")
 
 
@@ -32,15 +30,15 @@ def signed_relative_difference(metric, value, single_value):
     """(-1)^l (value - single_value) / single_value x 100 for one metric: positive when `value` is better."""
     if single_value == 0:
         raise ValueError(f"{metric}: the single-task value is 0, the relative difference is undefined")
-    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    sign = -1.0 if METRICS[metric].lower_is_better else 1.0
     return sign * (value - single_value) / single_value * 100.0
 
 
 def task_metrics(protocol):
     """The metrics per task that Δm averages under `protocol` ("standard" or "paper")."""
-    if protocol not in TASK_METRICS:
+    if protocol not in PROTOCOLS:
         raise ValueError(f"protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
-    return TASK_METRICS[protocol]
+    return delta_m_keys(protocol)
 
 
 def delta_m(multi_task_metrics, single_task_metrics_by_task, protocol="standard"):

@@ -36,6 +36,8 @@ from typing import Optional
 
 import torch
 
+from utils import distributed
+
 # Smallest prediction used where a log or a ratio needs a positive value (rmse_log and the deltas),
 # in the units of the depth target; abs, abs_rel, rmse and sq_rel use the unclamped prediction.
 DEPTH_PREDICTION_FLOOR = 1e-6
@@ -114,6 +116,25 @@ class MultiTaskMetrics:
         self._state = {name: torch.zeros((), dtype=torch.float64) for name in STATE_NAMES}
         self._state["confusion_matrix"] = torch.zeros((num_classes, num_classes), dtype=torch.int64)
         self._state["paper_image_count"] = torch.zeros((), dtype=torch.int64)
+
+    @classmethod
+    def over_processes(cls, num_classes: int, ignore_index: int, tasks) -> "MultiTaskMetrics":
+        """The metrics of an evaluation loop in which, under torchrun, each process loads a shard of every
+        batch: the paper protocol's batch terms are then summed over the processes batch by batch (one
+        process: plain metrics)."""
+        batch_sum = distributed.all_reduce_sum if distributed.is_initialized() else None
+        return cls(num_classes, ignore_index, tasks=tasks, batch_sum=batch_sum)
+
+    def compute_over_processes(self, batches_without_data: int, device) -> dict:
+        """``compute()`` after an evaluation loop; under torchrun, first `batches_without_data` global
+        batches this process held no image of, then every accumulator summed over the processes (on
+        `device`, where the collectives run)."""
+        if distributed.is_initialized():
+            for _ in range(batches_without_data):
+                self.join_batch_without_data(device)
+            self.load_state_tensors({name: distributed.all_reduce_sum(tensor.to(device))
+                                     for name, tensor in self.state_tensors().items()})
+        return self.compute()
 
     def reset(self) -> None:
         """Zero all accumulated state in place (the state tensors stay on their current device)."""

@@ -1,0 +1,188 @@
+"""The report as text: the printed table (in blocks that fit a terminal), report.csv, report.md (every
+column) and report.png (a bar panel per column)."""
+import math
+import os
+
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from tools.report.statistics import COLUMNS, DELTA_M_COLUMNS
+from utils.delta_m import DEFINITION
+from utils.files import atomic_write_bytes, write_csv
+from utils.metric_definitions import METRICS, PROTOCOLS, TASKS, select
+from utils.plots import save_figure
+
+STD_NOTE = "± sample std (ddof=1) over the runs; no std for a single run"
+FIGURE_COLUMNS = 4
+PANEL_SIZE_INCHES = (3.6, 2.6)
+LEGEND_LINE_INCHES = 0.2
+BAR_COLOUR_ORDER = (*range(0, 20, 2), *range(1, 20, 2))  # tab20's ten distinct hues first, then light shades
+
+
+def printed_blocks():
+    """The printed table's blocks (title, columns), so that it fits a terminal: per protocol its Δm metrics
+    and Δm, then per protocol and task the task's other metrics (report.md has every column)."""
+    blocks = [(f"{protocol} protocol", (*(metric.key for metric in select(protocol, in_delta_m=True)), column))
+              for column, protocol in DELTA_M_COLUMNS.items()]
+    for protocol in PROTOCOLS:
+        for task in TASKS:
+            others = tuple(metric.key for metric in select(protocol, task, in_delta_m=False))
+            if others:
+                blocks.append((f"{protocol} protocol, more {task} metrics", others))
+    return tuple(blocks)
+
+
+PRINTED_BLOCKS = printed_blocks()
+
+
+def is_percent(column):
+    """Whether `column` holds fractions shown x 100 as %."""
+    return column in METRICS and METRICS[column].percent
+
+
+def column_title(column):
+    """The title of `column`: the metric's title, " %" when it is a percentage, then its protocol's ending
+    ("mIoU % (paper)"); Δm's is "Δm %" with its protocol's ending."""
+    if column in DELTA_M_COLUMNS:
+        return f"Δm %{PROTOCOLS[DELTA_M_COLUMNS[column]].title_suffix}"
+    metric = METRICS[column]
+    return f"{metric.title}{' %' if metric.percent else ''}{PROTOCOLS[metric.protocol].title_suffix}"
+
+
+def format_number(column, value):
+    """One number of `column` as shown: % columns x 100 with 2 decimals, Δm signed, errors with 4 decimals."""
+    if column in DELTA_M_COLUMNS:
+        return f"{value:+.2f}"
+    if is_percent(column):
+        return f"{value * 100:.2f}"
+    return f"{value:.4f}"
+
+
+def format_cell(column, mean, std):
+    """"mean ± std" of a column, "mean" without a std, "" without a mean."""
+    if not math.isfinite(mean):
+        return ""
+    if not math.isfinite(std):
+        return format_number(column, mean)
+    return f"{format_number(column, mean)} ± {format_number(column, std).lstrip('+')}"
+
+
+def table_cells(rows, columns):
+    """Header and body cells: name, n, then `columns`."""
+    header = ["configuration", "n"] + [column_title(column) for column in columns]
+    body = [[row.name, str(len(row.experiments)) if row.experiments else ""]
+            + [format_cell(column, *row.values[column]) for column in columns] for row in rows]
+    return header, body
+
+
+def aligned_text(header, body):
+    """Cells as plain-text lines, the first column left-aligned and the others right-aligned."""
+    widths = [max(len(line[index]) for line in [header] + body) for index in range(len(header))]
+    lines = []
+    for line in [header] + body:
+        cells = [cell.ljust(widths[0]) if index == 0 else cell.rjust(widths[index]) for index, cell in enumerate(line)]
+        lines.append("  ".join(cells).rstrip())
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def skipped_lines(skipped):
+    """One "skipped: NNN (reason)" line per skipped folder."""
+    return [f"skipped: {item.name} ({item.reason})" for item in skipped]
+
+
+def note_lines(notes):
+    """One "note: NNN: KEY is NaN" line per metric that is NaN or null in a shown run: its row leaves that
+    column empty."""
+    return [f"note: {note} (its row's column is left empty)" for note in notes]
+
+
+def shared_line(report):
+    """The line naming the settings every row shares away from their defaults (rows name the others)."""
+    return f"every row: {report.shared_settings or 'nothing away from the defaults'}"
+
+
+def render_text(report):
+    """The printed report: the Δm definition, the table in PRINTED_BLOCKS, the pairing, the skipped folders
+    and the notes."""
+    lines = [DEFINITION, STD_NOTE]
+    if report.rows:
+        lines.append(shared_line(report))
+        for title, columns in PRINTED_BLOCKS:
+            lines += ["", f"{title}:", aligned_text(*table_cells(report.rows, columns))]
+        pairings = [f"  {row.name}: {row.pairing}" for row in report.rows if row.pairing]
+        if pairings:
+            lines += ["", "Δm baselines (single-task runs of the same dataset, classes, size, encoder):"] + pairings
+    else:
+        lines += ["", "no finished run to report"]
+    closing = skipped_lines(report.skipped) + note_lines(report.notes)
+    return "\n".join(lines + ([""] + closing if closing else []))
+
+
+def render_markdown(report):
+    """report.md: the definition, one table with every column, seeds, folders and pairing, the skipped
+    folders and the notes."""
+    header, body = table_cells(report.rows, COLUMNS)
+    header += ["seeds", "experiments", "Δm pairing"]
+    for line, row in zip(body, report.rows):
+        line += [", ".join(map(str, row.seeds)), ", ".join(row.experiments), row.pairing]
+    lines = ["# Experiment report", "", DEFINITION, "", STD_NOTE, "", shared_line(report), "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(line) + " |" for line in body]
+    for title, closing in (("Skipped folders", skipped_lines(report.skipped)), ("Notes", note_lines(report.notes))):
+        if closing:
+            lines += ["", f"## {title}", ""] + [f"- {line}" for line in closing]
+    return "\n".join(lines) + "\n"
+
+
+def csv_value(value):
+    """A number for report.csv: itself, or "" when it is NaN."""
+    return value if math.isfinite(value) else ""
+
+
+def csv_rows(rows):
+    """report.csv's rows: raw values (fractions, not %), empty where there is nothing."""
+    table = []
+    for row in rows:
+        line = {"name": row.name, "kind": row.kind, "dataset": row.dataset, "n": len(row.experiments) or "",
+                "seeds": " ".join(map(str, row.seeds)), "experiments": " ".join(row.experiments)}
+        for column, (mean, std) in row.values.items():
+            line[f"{column}_mean"], line[f"{column}_std"] = csv_value(mean), csv_value(std)
+        line["delta_m_pairing"] = row.pairing
+        table.append(line)
+    return table
+
+
+def plot_report(rows, path):
+    """report.png: a panel per column, a bar per row (mean, std as error bar), a legend of the rows."""
+    panel_rows = math.ceil(len(COLUMNS) / FIGURE_COLUMNS)
+    legend_height = LEGEND_LINE_INCHES * (len(rows) + 1)
+    figure = Figure(figsize=(PANEL_SIZE_INCHES[0] * FIGURE_COLUMNS, PANEL_SIZE_INCHES[1] * panel_rows + legend_height))
+    colours = colormaps["tab20"]([BAR_COLOUR_ORDER[index % len(BAR_COLOUR_ORDER)] for index in range(len(rows))])
+    axes_grid = figure.subplots(panel_rows, FIGURE_COLUMNS, squeeze=False)
+    for axes, column in zip(axes_grid.flat, COLUMNS):
+        scale = 100.0 if is_percent(column) else 1.0
+        for position, row in enumerate(rows):
+            mean, std = row.values[column]
+            if math.isfinite(mean):
+                axes.bar(position, mean * scale, color=colours[position],
+                         yerr=std * scale if math.isfinite(std) else None, capsize=3)
+        axes.set_title(column_title(column), fontsize=9)
+        axes.set_xticks([])
+        axes.tick_params(labelsize=7)
+    handles = [Patch(color=colours[position], label=f"{row.name} (n={len(row.experiments)})" if row.experiments
+                     else row.name) for position, row in enumerate(rows)]
+    figure.legend(handles=handles, loc="lower center", fontsize=8, frameon=False)
+    figure.tight_layout(rect=(0, legend_height / figure.get_figheight(), 1, 1))
+    save_figure(figure, path)
+
+
+def write_outputs(report, folder):
+    """Write report.csv, report.md and report.png into `folder` (created); returns their paths."""
+    os.makedirs(folder, exist_ok=True)
+    paths = [os.path.join(folder, name) for name in ("report.csv", "report.md", "report.png")]
+    write_csv(paths[0], csv_rows(report.rows))
+    atomic_write_bytes(paths[1], render_markdown(report).encode("utf-8"))
+    plot_report(report.rows, paths[2])
+    return paths
