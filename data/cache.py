@@ -334,8 +334,8 @@ def key_lock(cache_dir: Path, name: str):
         lock_file = open(cache_dir / f"{name}.lock", "a")
     except OSError as error:
         raise UserInputError(f"cannot write the dataset cache folder {cache_dir}: {error.strerror}; expected a "
-                             "writable folder (pass another cache_dir, or cache=False to read the files "
-                             "directly)") from None
+                             "writable folder: choose another with --cache_dir, or read the dataset files "
+                             "directly with --no_cache") from None
     with lock_file:
         fcntl.flock(lock_file, fcntl.LOCK_EX)
         yield

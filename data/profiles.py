@@ -49,12 +49,10 @@ class DatasetProfile:
     demo_data: dict
     demo_writer: Callable
 
-    def build_dataset(self, root, split: str, *, height: int, width: int, num_classes: int, ignore_index: int,
-                      augment: bool, seed: int, cache=True):
-        """The `split` dataset under `root`, built by `dataset_class` from these settings (cache: True,
-        False or the cache folder, as for CityscapesDataset)."""
-        return self.dataset_class(root, split, height=height, width=width, num_classes=num_classes,
-                                  ignore_index=ignore_index, augment=augment, seed=seed, cache=cache)
+    def build_dataset(self, root, split: str, **settings):
+        """The `split` dataset under `root`, built by `dataset_class` from its keyword settings (height,
+        width, num_classes, ignore_index, augment, seed, and cache: True, False or the cache folder)."""
+        return self.dataset_class(root, split, **settings)
 
     def write_demo_data(self, root):
         """Write the demo dataset (`demo_data`, seed 0) under `root` with `demo_writer`; returns `root`

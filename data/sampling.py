@@ -13,8 +13,9 @@ import torch
 def last_batch_is_kept(size, world_size):
     """Whether training keeps a last, partial batch of `size` images on `world_size` processes: every
     process must get the same number of images (DDP averages the processes' gradients with equal
-    weights) and at least 2 (BatchNorm normalises each process's images). On one process only a batch of
-    one image is dropped."""
+    weights) and at least 2 (BatchNorm cannot train on one image whose deepest feature map is 1x1, so the
+    rule keeps any input size from stopping a run mid-epoch). On one process only a batch of one image
+    is dropped."""
     return size % world_size == 0 and size // world_size >= 2
 
 

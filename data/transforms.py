@@ -50,8 +50,9 @@ def horizontal_flip(image: np.ndarray, segmentation: np.ndarray, depth: np.ndarr
 
 def crop_size(height: int, width: int, scale: float) -> tuple:
     """The (height, width) of the crop that a zoom by `scale` enlarges to the full size:
-    (round(height / scale), round(width / scale))."""
-    return round(height / scale), round(width / scale)
+    (int(height / scale), int(width / scale)), truncated as the original's scale-crop does (106 rows at
+    scale 1.2 and 128 rows)."""
+    return int(height / scale), int(width / scale)
 
 
 def scale_crop(image: np.ndarray, segmentation: np.ndarray, depth: np.ndarray, scale: float, top: int,

@@ -1,7 +1,9 @@
-"""Losses: the cross-task loss and the balancing between its two groups."""
-from losses.balancing import (BALANCERS, GRADNORM_FORMS, GradNorm, GradNormOriginal, GradNormPaper, LossBalancer,
-                              UncertaintyWeights, make_balancer)
+"""Losses: the cross-task loss and the balancing between its groups."""
+from losses.balancing import (BALANCERS, BALANCING_FORMS, DWA, DWA_FORMS, GRADNORM_FORMS, PCGRAD_FORMS, DWAOriginal,
+                              DWAPaper, GradNorm, GradNormOriginal, GradNormPaper, LossBalancer, PCGrad, PCGradOriginal,
+                              PCGradPaper, UncertaintyWeights, make_balancer)
 from losses.xtask import COMPONENT_NAMES, XTaskLoss, XTaskLossTerms
 
-__all__ = ["BALANCERS", "COMPONENT_NAMES", "GRADNORM_FORMS", "GradNorm", "GradNormOriginal", "GradNormPaper",
-           "LossBalancer", "UncertaintyWeights", "XTaskLoss", "XTaskLossTerms", "make_balancer"]
+__all__ = ["BALANCERS", "BALANCING_FORMS", "COMPONENT_NAMES", "DWA", "DWAOriginal", "DWAPaper", "DWA_FORMS",
+           "GRADNORM_FORMS", "GradNorm", "GradNormOriginal", "GradNormPaper", "LossBalancer", "PCGRAD_FORMS", "PCGrad",
+           "PCGradOriginal", "PCGradPaper", "UncertaintyWeights", "XTaskLoss", "XTaskLossTerms", "make_balancer"]

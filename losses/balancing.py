@@ -1,23 +1,28 @@
-"""Loss balancing between the two group losses: one interface, one class per method.
+"""Loss balancing between the group losses: one interface, one class per method.
 
-A balancer turns the group losses [segmentation_group, depth_group] into one total (`combine`), runs the
-backward pass of that total (`backward(groups)`, which returns the total, detached), and, where it has
-its own update (GradNorm), makes it in `step()` after the model's optimizer step. The engine calls
-`attach(model)` once after building the model and `start_epoch(epoch)` before each epoch. GradNorm
-measures gradients at the shared layer the model names (`last_shared_weight`, `last_block_conv2_weight`,
-`last_shared_stage`); the other balancers ignore the model. `model_parameters()` are learned by the
-model's optimizer, `weights()` are logged, and learnable parameters and buffers are in the balancer's
-`state_dict()`.
+A balancer turns the group losses (a 1-D tensor: [segmentation_group, depth_group] today) into one total
+(`combine`), runs the backward pass of that total (`backward(groups)`, which returns the total, detached),
+and, where it has its own update (GradNorm), makes it in `step()` after the model's optimizer step. The
+engine calls `attach(model)` once after building the model and `start_epoch(epoch)` before each epoch.
+GradNorm measures gradients at the shared layer the model names (`last_shared_weight`,
+`last_block_conv2_weight`, `last_shared_stage`); PCGrad takes per-group gradients of the model's
+parameters (its paper form projects those of `model.shared_parameters()`); the other balancers ignore the
+model. `model_parameters()` are learned by the model's optimizer, `weights()` are logged, and learnable
+parameters and buffers are in the balancer's `state_dict()`. Where a total is a sum of per-group terms,
+`terms(groups)` gives them (`training_terms` in a training step: DWA records the training losses there).
 
-GradNorm has one class per form: GradNormPaper (Chen et al. 2018; the weights get only the gradient of
-L_grad and the model only that of the total) and GradNormOriginal (the procedure of the original
-xtask_mt code, whose L_grad also reaches the model's gradients). `GradNorm(form=...)` builds the one
-that `form` (one of GRADNORM_FORMS) names.
+The methods with two forms (BALANCING_FORMS: "paper", the published method, and "original", the
+procedure of the original xtask_mt code) have one class per form behind one constructor: GradNorm
+(GradNormPaper / GradNormOriginal: Chen et al. 2018; the original's L_grad also reaches the model's
+gradients), DWA (DWAPaper / DWAOriginal: Liu et al. 2019; the original's weights sum to 3) and PCGrad
+(PCGradPaper / PCGradOriginal: Yu et al. 2020; the original projects the whole flattened gradient).
+`GradNorm(form=...)`, `DWA(form=...)` and `PCGrad(form=...)` build the class that `form` names.
 
 Under torchrun the model is wrapped in DistributedDataParallel, which averages the model's gradients;
 a balancer attaches to the unwrapped model and averages what is its own over the processes: the
-gradients of its learnable parameters, and GradNorm's losses and per-group gradients at the shared
-weight (so its norms and loss ratios are those of the global batch).
+gradients of its learnable parameters, GradNorm's losses and per-group gradients at the shared
+weight (so its norms and loss ratios are those of the global batch), DWA's epoch means, and PCGrad's
+per-group gradients (PCGrad writes the model's gradients itself: see `PCGrad`).
 """
 import functools
 import inspect
@@ -29,6 +34,25 @@ from torch import nn
 from utils.distributed import average_across_processes, average_gradients, unwrap_model
 
 GROUP_NAMES = ("segmentation", "depth")
+BALANCING_FORMS = ("paper", "original")
+
+
+def group_names(count):
+    """Names of `count` groups: those of GROUP_NAMES, then group3, group4, ... beyond them."""
+    return tuple(GROUP_NAMES[:count]) + tuple(f"group{index + 1}" for index in range(len(GROUP_NAMES), count))
+
+
+def form_class(method, classes, form):
+    """The class of `method` (its name, for the message) that `form` names in `classes`."""
+    if form not in classes:
+        raise ValueError(f"form {form!r}: unknown {method} form; expected one of {', '.join(classes)}")
+    return classes[form]
+
+
+def check_own_form(balancer, form, method):
+    """A ValueError unless `form` is None or the form of `balancer`'s class (one of `method`'s)."""
+    if form not in (None, balancer.form):
+        raise ValueError(f"form {form!r}: {type(balancer).__name__} is {method}'s {balancer.form!r} form")
 
 
 class LossBalancer(nn.Module):
@@ -38,9 +62,23 @@ class LossBalancer(nn.Module):
         """Called once after the model is built (`model` may be in a DistributedDataParallel wrapper);
         the plain sum measures nothing at the model."""
 
+    #: Whether `backward` writes the model's gradients itself, with per-group autograd.grad passes that
+    #: DistributedDataParallel's reducer does not see (PCGrad): under torchrun the engine must then run
+    #: the step's forward inside the wrapper's `no_sync()`; the balancer averages the gradients itself.
+    averages_model_gradients = False
+
     def combine(self, groups):
-        """Total loss (scalar) from the group losses, groups: [2]."""
+        """Total loss (scalar) from the group losses, groups: [K]."""
         return groups.sum()
+
+    def terms(self, groups):
+        """The per-group terms whose sum is the total (the groups themselves here)."""
+        return groups
+
+    def training_terms(self, groups):
+        """The per-group terms of a training step's total; a balancer that follows the training losses
+        (DWA) records them here. PCGrad weights the groups with its weighting's `training_terms`."""
+        return self.terms(groups)
 
     def model_parameters(self):
         """Parameters the model's optimizer should update alongside the model (none here)."""
@@ -73,9 +111,13 @@ class UncertaintyWeights(LossBalancer):
         super().__init__()
         self.log_variance = nn.Parameter(torch.zeros(len(GROUP_NAMES)))
 
+    def terms(self, groups):
+        """0.5 * exp(-s_k) * group_k + s_k for each of the two groups."""
+        return 0.5 * torch.exp(-self.log_variance) * groups + self.log_variance
+
     def combine(self, groups):
         """0.5 * exp(-s) * group + s, summed over the two groups."""
-        return (0.5 * torch.exp(-self.log_variance) * groups + self.log_variance).sum()
+        return self.terms(groups).sum()
 
     def model_parameters(self):
         """The log-variances: the model's optimizer learns them."""
@@ -103,16 +145,13 @@ class GradNorm(LossBalancer):
     def __new__(cls, alpha=0.16, lr=1e-4, betas=(0.9, 0.999), form="paper"):
         """GradNorm(...) builds the subclass of `form` (one of GRADNORM_FORMS); a subclass builds itself."""
         if cls is GradNorm:
-            if form not in GRADNORM_FORMS:
-                raise ValueError(f"form {form!r}: unknown GradNorm form; expected one of {', '.join(GRADNORM_FORMS)}")
-            cls = GRADNORM_CLASSES[form]
+            cls = form_class("GradNorm", GRADNORM_CLASSES, form)
         return super().__new__(cls)
 
     def __init__(self, alpha=0.16, lr=1e-4, betas=(0.9, 0.999), form=None):
         """Weights W = 1 and their Adam (lr, betas); `form`, when given, must be this class's own."""
         super().__init__()
-        if form not in (None, self.form):
-            raise ValueError(f"form {form!r}: {type(self).__name__} is GradNorm's {self.form!r} form")
+        check_own_form(self, form, "GradNorm")
         if alpha < 0 or not math.isfinite(alpha):
             raise ValueError(f"alpha {alpha!r}: expected a finite value >= 0")
         self.alpha = alpha
@@ -427,15 +466,409 @@ class GroupGradientSplit:
                 self.activation, self.shared_weight, grad_outputs=share, retain_graph=True)[0])
 
 
+class DWA(LossBalancer):
+    """Dynamic Weight Average (Liu et al., CVPR 2019, the MTAN paper): total = sum_k w_k * group_k with
+    weights fixed for an epoch. In epochs 1 and 2, w = 1; from epoch t = 3 on, w follows the ratios
+    r_k = Lbar_k(t-1) / Lbar_k(t-2) of the mean training losses of the two previous epochs, with the
+    temperature T: a group whose loss fell more slowly gets more weight, and T -> infinity gives w -> 1.
+
+    Lbar_k(e) is the mean over the training steps of epoch e of the group losses given to `backward` (or
+    to `training_terms`, by PCGrad): the balancer adds them up on their device (no host sync per step) and
+    takes the means when `start_epoch(e + 1)` rolls the epoch (under torchrun the means of every process's
+    steps: one collective). The running sums, the last two means and the current weights are buffers, the
+    epoch and step counts extra state, so `state_dict()` saved after an epoch continues identically.
+    When the means of epochs t-1 and t-2 are not both known (an epoch without training steps, or a jump in
+    the epochs given to `start_epoch`), w = 1 until they are. The validation total (`combine`) uses the
+    current weights. Works for any number of groups K = len(groups) (fixed once losses are recorded; the
+    buffers take the size of the first groups or of a loaded state).
+
+    One subclass per form: `DWA(temperature, form)` builds DWAPaper (form="paper", the default:
+    w = K * softmax(r / T)) or DWAOriginal (form="original": the original code's weights). A subclass
+    names its `form` and defines `weights_from_ratios(ratios)`.
+    """
+
+    def __new__(cls, temperature=2.0, form="paper"):
+        """DWA(...) builds the subclass of `form` (one of DWA_FORMS); a subclass builds itself."""
+        if cls is DWA:
+            cls = form_class("DWA", DWA_CLASSES, form)
+        return super().__new__(cls)
+
+    def __init__(self, temperature=2.0, form=None):
+        """Weights 1 for len(GROUP_NAMES) groups and no loss history yet; `form`, when given, must be this
+        class's own."""
+        super().__init__()
+        check_own_form(self, form, "DWA")
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature {temperature!r}: expected a finite value > 0")
+        self.temperature = temperature
+        self.epoch = 0
+        self.steps = 0
+        self.known_means = 0
+        self.allocate(len(GROUP_NAMES), device=None)
+
+    def allocate(self, count, device):
+        """Fresh buffers for `count` groups: weights 1, no sums, no means."""
+        self.register_buffer("weight", torch.ones(count, device=device))
+        self.register_buffer("loss_sums", torch.zeros(count, dtype=torch.float64, device=device))
+        self.register_buffer("epoch_means", torch.zeros(2, count, dtype=torch.float64, device=device))
+
+    def fit(self, groups):
+        """Check `groups` (1-D), bring the buffers to its device and size them to it while nothing is
+        recorded; a ValueError when a recorded history has another number of groups."""
+        if groups.dim() != 1:
+            raise ValueError(f"groups of shape {tuple(groups.shape)}: expected a 1-D tensor of group losses")
+        if self.weight.device != groups.device:
+            self.to(groups.device)
+        count = groups.shape[0]
+        if count != self.weight.shape[0]:
+            if self.steps or self.known_means:
+                raise ValueError(f"{count} groups: this DWA has recorded the losses of {self.weight.shape[0]}")
+            self.allocate(count, self.weight.device)
+
+    def terms(self, groups):
+        """w_k * group_k for each group, with the current weights."""
+        self.fit(groups)
+        return self.weight.to(groups.dtype) * groups
+
+    def training_terms(self, groups):
+        """The terms of a training step; adds the (detached) group losses to the epoch's sums."""
+        terms = self.terms(groups)
+        self.loss_sums += groups.detach()
+        self.steps += 1
+        return terms
+
+    def combine(self, groups):
+        """sum_k w_k * group_k with the current weights (the validation total); records nothing."""
+        return self.terms(groups).sum()
+
+    def backward(self, groups):
+        """Record the training losses, one backward pass of sum_k w_k * group_k; returns it, detached."""
+        total = self.training_terms(groups).sum()
+        total.backward()
+        return total.detach()
+
+    def start_epoch(self, epoch):
+        """Before training epoch `epoch` (1-based): when it follows the epoch of the recorded losses, their
+        means (over every process) become those of epoch t-1 and the former t-1 those of t-2; then the
+        weights of `epoch`. Calling it again with the same epoch changes nothing."""
+        if epoch == self.epoch:
+            return
+        rolled = False
+        if epoch == self.epoch + 1:
+            totals = torch.cat((self.loss_sums, self.loss_sums.new_full((1,), float(self.steps))))
+            totals = average_across_processes(totals)
+            if totals[-1].item() > 0:
+                self.epoch_means.copy_(torch.stack((totals[:-1] / totals[-1], self.epoch_means[0])))
+                self.known_means = min(self.known_means + 1, 2)
+                rolled = True
+        if not rolled:
+            self.known_means = 0
+        self.loss_sums.zero_()
+        self.steps = 0
+        self.epoch = epoch
+        if epoch > 2 and self.known_means == 2:
+            ratios = self.epoch_means[0] / self.epoch_means[1]
+            self.weight.copy_(self.weights_from_ratios(ratios))
+        else:
+            self.weight.fill_(1.0)
+
+    def weights(self):
+        """The current weight of each group."""
+        names = group_names(self.weight.shape[0])
+        return {f"w_{name}": value for name, value in zip(names, self.weight.tolist())}
+
+    def get_extra_state(self):
+        """The epoch of the recorded losses, their number of steps and how many epoch means are known."""
+        return {"epoch": self.epoch, "steps": self.steps, "known_means": self.known_means}
+
+    def set_extra_state(self, state):
+        """Restore the counts of `get_extra_state`."""
+        self.epoch, self.steps, self.known_means = state["epoch"], state["steps"], state["known_means"]
+
+    def _load_from_state_dict(self, state_dict, prefix, *arguments):
+        """Size the buffers to the loaded state's number of groups, then load it."""
+        loaded = state_dict.get(prefix + "weight")
+        if loaded is not None and loaded.dim() == 1 and loaded.shape != self.weight.shape:
+            self.allocate(loaded.shape[0], self.weight.device)
+        super()._load_from_state_dict(state_dict, prefix, *arguments)
+
+
+class DWAPaper(DWA):
+    """DWA as in the paper: w = K * softmax(r / T), so the weights sum to the number of groups K."""
+
+    form = "paper"
+
+    def weights_from_ratios(self, ratios):
+        """K * softmax(r / T)."""
+        return ratios.numel() * torch.softmax(ratios / self.temperature, dim=0)
+
+
+class DWAOriginal(DWA):
+    """DWA as the original code's trainer (model/mtan/utils.py, multi_task_trainer) computes it:
+    w = 1 in epochs 1 and 2 (lines 140-141); with two groups w_k = 3 exp(r_k / T) / sum_j exp(r_j / T),
+    the factor 3 where the paper has K = 2 (lines 146-147: the weights sum to 3); with three groups
+    w_1, w_2 = 3 exp(r_k / T) / (exp(r_1 / T) + exp(r_2 / T) + exp(r_3 / T)) while w_3, computed into the
+    denominator (line 151), is never assigned and stays 1 (lines 125, 152-153); beyond three groups, as
+    there, only the first three ratios are read and the others' weights stay 1. The three-task validation
+    total adds only the first two weighted groups (line 305; the training total, line 264, adds all
+    three): `combine` does the same when there are three groups or more. One group is not defined there
+    (a ValueError)."""
+
+    form = "original"
+
+    def fit(self, groups):
+        """As DWA, with at least two groups."""
+        if groups.dim() == 1 and groups.shape[0] < 2:
+            raise ValueError(f"{groups.shape[0]} group: the original DWA needs two groups or more")
+        super().fit(groups)
+
+    def weights_from_ratios(self, ratios):
+        """3 exp(r_k / T) / sum_j exp(r_j / T) over the first min(K, 3) ratios for the first two groups,
+        1 for the others."""
+        weights = torch.ones_like(ratios)
+        weights[:2] = 3 * torch.softmax(ratios[:3] / self.temperature, dim=0)[:2]
+        return weights
+
+    def combine(self, groups):
+        """The original's validation total: sum_k w_k * group_k over the first two groups only when there
+        are three or more, over both when there are two."""
+        return self.terms(groups)[:2].sum()
+
+
+class PCGrad(LossBalancer):
+    """Gradient surgery (Yu et al., NeurIPS 2020): the gradient g_k of each group's term is projected off
+    the other groups' gradients g_j where they conflict (g_k . g_j < 0), one after the other in a random
+    order, g_k <- g_k - (g_k . g_j) / |g_j|^2 g_j (g_j unprojected), and the projected gradients are summed.
+
+    The terms are those of a weighting, `weighting`: a balancer whose total is a sum of per-group terms
+    (a LossBalancer, UncertaintyWeights or DWA, or its name in BALANCERS, then built by make_balancer with
+    this PCGrad's form), by default the plain sum (the terms are the groups). Its learnable parameters
+    get the gradients of their terms (by PCGrad's form: summed, or projected with the rest), the model's
+    optimizer learns them (`model_parameters()`), and its `start_epoch`, `step`, `weights`, validation
+    total (`combine`) and state are PCGrad's. Neither GradNorm nor PCGrad can be the weighting.
+
+    `backward(groups)` takes one torch.autograd.grad pass per group over the parameters it got at
+    `attach(model)` (the graph kept until the last), projects, and adds the result to their `.grad` (only
+    to parameters that some group reaches); it returns the weighting's training total, detached. The
+    random order comes from a torch.Generator of the balancer seeded with `seed` (its state is in
+    `state_dict()`; every process draws the same order). Under torchrun, DistributedDataParallel's reducer
+    does not see these passes: the engine must run the step's forward inside the wrapper's `no_sync()`
+    (`averages_model_gradients`); PCGrad averages the per-group gradients over the processes before
+    projecting, so it projects the gradients of the global batch.
+
+    One subclass per form: `PCGrad(form, weighting, seed)` builds PCGradPaper (form="paper", the default:
+    the projection on the gradients of the model's shared parameters, `model.shared_parameters()`) or
+    PCGradOriginal (form="original": as the original code's pcgrad.py, on the whole flattened gradient).
+    A subclass names its `form` and defines `split_parameters(model)` and `project(gradients)`.
+    """
+
+    averages_model_gradients = True
+
+    def __new__(cls, form="paper", weighting="none", seed=0):
+        """PCGrad(...) builds the subclass of `form` (one of PCGRAD_FORMS); a subclass builds itself."""
+        if cls is PCGrad:
+            cls = form_class("PCGrad", PCGRAD_CLASSES, form)
+        return super().__new__(cls)
+
+    def __init__(self, form=None, weighting="none", seed=0):
+        """The weighting (a balancer, or its name), the seeded generator of the random orders; `form`, when
+        given, must be this class's own."""
+        super().__init__()
+        check_own_form(self, form, "PCGrad")
+        if isinstance(weighting, str):
+            weighting = make_balancer(weighting, form=self.form)
+        if not isinstance(weighting, LossBalancer) or isinstance(weighting, (GradNorm, PCGrad)):
+            raise ValueError(f"weighting {weighting!r}: expected a balancer whose total is a sum of per-group "
+                             f"terms (none, uncertainty, dwa)")
+        self.weighting = weighting
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed)
+        self.attachment = None
+
+    def attach(self, model):
+        """Take the gradients of `model`'s parameters (of the model inside a DistributedDataParallel
+        wrapper) from now on, split as the form says; the weighting attaches too."""
+        model = unwrap_model(model)
+        self.weighting.attach(model)
+        self.attachment = self.split_parameters(model)
+
+    def attached(self):
+        """(projected, summed): the model's parameters that `attach` kept; a RuntimeError without one."""
+        if self.attachment is None:
+            raise RuntimeError(f"{type(self).__name__} takes the gradients of the model's parameters: call "
+                               f"attach(model) once after building the model, before backward(groups)")
+        return self.attachment
+
+    def __getstate__(self):
+        """State for copy and pickle, without the model's parameters: a copy takes them at its own
+        `attach(model)`."""
+        return {**super().__getstate__(), "attachment": None}
+
+    def terms(self, groups):
+        """The weighting's terms."""
+        return self.weighting.terms(groups)
+
+    def combine(self, groups):
+        """The weighting's total (the validation total)."""
+        return self.weighting.combine(groups)
+
+    def model_parameters(self):
+        """The weighting's learnable parameters."""
+        return self.weighting.model_parameters()
+
+    def step(self):
+        """The weighting's own update."""
+        self.weighting.step()
+
+    def start_epoch(self, epoch):
+        """The weighting's start of epoch."""
+        self.weighting.start_epoch(epoch)
+
+    def weights(self):
+        """The weighting's logged weights."""
+        return self.weighting.weights()
+
+    def backward(self, groups):
+        """Per-group gradients of the weighting's training terms, the projection, the gradients added to
+        the parameters; returns the training total, detached."""
+        model_projected, model_summed = self.attached()
+        projected, summed = self.with_weighting_parameters(model_projected, model_summed)
+        terms = self.weighting.training_terms(groups)
+        parameters = projected + summed
+        count = terms.shape[0]
+        gradients = [torch.autograd.grad(terms[index], parameters, retain_graph=index < count - 1, allow_unused=True)
+                     for index in range(count)]
+        reached = [any(gradient[position] is not None for gradient in gradients) for position in range(len(parameters))]
+        result = []
+        if projected:
+            per_group = torch.stack([flatten(gradient[:len(projected)], projected) for gradient in gradients])
+            result.append(self.project(average_across_processes(per_group)))
+        if summed:
+            result.append(average_across_processes(sum(flatten(gradient[len(projected):], summed)
+                                                       for gradient in gradients)))
+        if result:
+            write_gradients(parameters, reached, torch.cat(result))
+        return terms.detach().sum()
+
+    def with_weighting_parameters(self, projected, summed):
+        """(projected, summed) of the model with the weighting's parameters (where the form puts them)."""
+        return projected, summed + list(self.weighting.model_parameters())
+
+    def get_extra_state(self):
+        """The state of the random orders' generator."""
+        return {"generator": self.generator.get_state()}
+
+    def set_extra_state(self, state):
+        """Restore the generator's state."""
+        self.generator.set_state(state["generator"].cpu())
+
+
+class PCGradPaper(PCGrad):
+    """PCGrad as in the paper, applied as in its multi-task experiments: the projection acts on the
+    gradients of the shared parameters (those of `model.shared_parameters()`, which the model must
+    provide); each group's gradient g_k is projected off the others in its own random order (a fresh
+    permutation of the other groups per group), a conflict being g_k^PC . g_j < 0 for the gradient
+    projected so far. The other parameters (the task-specific ones, and the weighting's) get the plain sum
+    of the groups' gradients, unprojected: their own task's gradient where one group reaches them."""
+
+    form = "paper"
+
+    def split_parameters(self, model):
+        """(the model's shared parameters, its other parameters), of those that require grad."""
+        shared_parameters = getattr(model, "shared_parameters", None)
+        if shared_parameters is None:
+            raise TypeError(f"PCGrad's paper form projects the gradients of the shared parameters: "
+                            f"{type(model).__name__} must name them with a shared_parameters() method")
+        shared = {id(parameter) for parameter in shared_parameters()}
+        parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
+        return ([parameter for parameter in parameters if id(parameter) in shared],
+                [parameter for parameter in parameters if id(parameter) not in shared])
+
+    def project(self, gradients):
+        """sum_k g_k^PC for the per-group gradients [K, n]."""
+        count = gradients.shape[0]
+        squared_norms = (gradients * gradients).sum(dim=1)
+        safe_norms = torch.where(squared_norms > 0, squared_norms, torch.ones_like(squared_norms))
+        result = torch.zeros_like(gradients[0])
+        for index in range(count):
+            others = [other for other in range(count) if other != index]
+            projected = gradients[index].clone()
+            for position in torch.randperm(len(others), generator=self.generator).tolist():
+                other = others[position]
+                inner = torch.dot(projected, gradients[other])
+                projected -= torch.clamp(inner, max=0) / safe_norms[other] * gradients[other]
+            result += projected
+        return result
+
+
+class PCGradOriginal(PCGrad):
+    """PCGrad as the original code's pcgrad.py runs it (model/mtan/pcgrad.py): the gradients are those of
+    every parameter its optimizer holds, flattened into one vector per group with zeros where a group
+    does not reach a parameter (lines 61-82): here the model's parameters and the weighting's (in the
+    original the uncertainty log-variances are model parameters), so the projection coefficients include
+    the task-specific parameters. The groups are shuffled once (line 43: one order for all); each g_i^PC,
+    in that order, is projected against every g_k in that order, itself included (a no-op unless it was
+    made to conflict), with coeff = (g_i^PC . g_k) / (|g_k|^2 + 1e-12) and g_i^PC -= min(coeff, 0) g_k
+    (lines 34-39); the sum over the shuffled groups is written to the parameters (lines 49, 53-59)."""
+
+    form = "original"
+
+    def split_parameters(self, model):
+        """(every parameter of the model that requires grad, none)."""
+        return [parameter for parameter in model.parameters() if parameter.requires_grad], []
+
+    def with_weighting_parameters(self, projected, summed):
+        """The weighting's parameters are projected with the model's."""
+        return projected + list(self.weighting.model_parameters()), summed
+
+    def project(self, gradients):
+        """sum_i g_i^PC over the shuffled per-group gradients [K, n]."""
+        order = torch.randperm(gradients.shape[0], generator=self.generator).tolist()
+        gradients = gradients[order]
+        squared_norms = (gradients * gradients).sum(dim=1)
+        result = gradients.clone()
+        for index in range(gradients.shape[0]):
+            for other in range(gradients.shape[0]):
+                inner = torch.sum(result[index] * gradients[other])
+                coefficient = inner / (squared_norms[other] + 1e-12)
+                result[index] -= torch.clamp(coefficient, max=0) * gradients[other]
+        return result.sum(dim=0)
+
+
+def flatten(gradients, parameters):
+    """One vector of `gradients` (None: zeros of the parameter's size), in the order of `parameters`."""
+    return torch.cat([torch.zeros(parameter.numel(), dtype=parameter.dtype, device=parameter.device)
+                      if gradient is None else gradient.reshape(-1)
+                      for gradient, parameter in zip(gradients, parameters)])
+
+
+def write_gradients(parameters, reached, vector):
+    """Add the slices of `vector` to the gradients of `parameters` (as backward does), skipping those no
+    group reached; a new gradient keeps the parameter's memory format."""
+    start = 0
+    for parameter, is_reached in zip(parameters, reached):
+        end = start + parameter.numel()
+        if is_reached:
+            gradient = vector[start:end].view(parameter.shape)
+            if parameter.grad is None:
+                parameter.grad = torch.empty_like(parameter).copy_(gradient)
+            else:
+                parameter.grad.add_(gradient)
+        start = end
+
+
 GRADNORM_CLASSES = {"paper": GradNormPaper, "original": GradNormOriginal}
-GRADNORM_FORMS = tuple(GRADNORM_CLASSES)
-BALANCERS = {"none": LossBalancer, "uncertainty": UncertaintyWeights, "gradnorm": GradNorm}
+DWA_CLASSES = {"paper": DWAPaper, "original": DWAOriginal}
+PCGRAD_CLASSES = {"paper": PCGradPaper, "original": PCGradOriginal}
+GRADNORM_FORMS = DWA_FORMS = PCGRAD_FORMS = BALANCING_FORMS
+BALANCERS = {"none": LossBalancer, "uncertainty": UncertaintyWeights, "gradnorm": GradNorm, "dwa": DWA,
+             "pcgrad": PCGrad}
 
 
 def make_balancer(method, **settings):
     """The balancer registered as `method` in BALANCERS, built with those of `settings` (keyword
-    arguments, e.g. alpha, form, lr, betas) that its constructor takes; the others are for other
-    methods. A setting that no registered balancer takes is a TypeError."""
+    arguments, e.g. alpha, form, lr, betas, temperature, weighting, seed) that its constructor takes; the
+    others are for other methods. A setting that no registered balancer takes is a TypeError."""
     if method not in BALANCERS:
         raise ValueError(f"balancing {method!r}: unknown method; expected one of {', '.join(BALANCERS)}")
     accepted = {name: set(inspect.signature(balancer).parameters) for name, balancer in BALANCERS.items()}

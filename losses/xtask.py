@@ -10,6 +10,9 @@ from losses.segmentation import (TRANSFERRED_SEGMENTATION_LOSSES, segmentation_c
 
 TRANSFERRED_DEPTH_LOSSES = ("L1", "ssim")
 TASKS = ("segmentation", "depth")
+# What the transferred predictions are compared with: the detached direct predictions (xtsc, the paper's
+# method) or the ground truth (xtc, the original code's alternative in its consistency study).
+CONSISTENCY_METHODS = ("xtsc", "xtc")
 
 
 class XTaskLossTerms(NamedTuple):
@@ -39,15 +42,19 @@ class XTaskLoss(nn.Module):
 
     segmentation_group = (1 - alpha) * segmentation + alpha * transferred_depth
     depth_group        = (1 - gamma) * depth        + gamma * transferred_segmentation
-    The transferred depth is compared with the detached direct depth on pixels with ground-truth
-    depth > 0; the transferred segmentation with the argmax of the detached direct segmentation on pixels
-    whose ground-truth label != ignore_index.
+    With consistency "xtsc" the transferred depth is compared with the detached direct depth on pixels
+    with ground-truth depth > 0 (`tdep_loss`); the transferred segmentation with the argmax of the
+    detached direct segmentation on pixels whose ground-truth label != ignore_index (`tseg_loss`,
+    `label_smoothing`). With "xtc" both are compared with the ground truth by the direct losses: the
+    transferred depth by `lp` on the same pixels, the transferred segmentation by cross-entropy over the
+    pixels whose label != ignore_index (`tdep_loss`, `tseg_loss` and `label_smoothing` must keep their
+    defaults: they do not apply).
     With `single_task` ("segmentation" or "depth") the loss is that task's direct loss only: its group
     is the direct loss (alpha and gamma are not used), the other group and terms are zero.
     """
 
     def __init__(self, num_classes, alpha, gamma, label_smoothing=0.0, lp="L1", tseg_loss="cross",
-                 tdep_loss="L1", ignore_index=250, single_task=None):
+                 tdep_loss="L1", ignore_index=250, single_task=None, consistency="xtsc"):
         super().__init__()
         for parameter, weight in (("alpha", alpha), ("gamma", gamma)):
             if not 0.0 <= weight <= 1.0:
@@ -56,6 +63,8 @@ class XTaskLoss(nn.Module):
             raise ValueError(f"single_task {single_task!r}: expected one of {', '.join(TASKS)} (or None for both)")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing {label_smoothing!r}: expected a value in [0, 1)")
+        if consistency not in CONSISTENCY_METHODS:
+            raise ValueError(f"consistency {consistency!r}: expected one of {', '.join(CONSISTENCY_METHODS)}")
         self.num_classes = num_classes
         self.alpha = alpha
         self.gamma = gamma
@@ -65,6 +74,13 @@ class XTaskLoss(nn.Module):
         self.tseg_loss = resolve_name(tseg_loss, TRANSFERRED_SEGMENTATION_LOSSES, "tseg_loss")
         self.tdep_loss = resolve_name(tdep_loss, TRANSFERRED_DEPTH_LOSSES, "tdep_loss")
         self.tasks = TASKS if single_task is None else (single_task,)
+        self.consistency = consistency
+        unused = [f"{name} {value!r}" for name, value, default in (
+            ("tdep_loss", self.tdep_loss, "L1"), ("tseg_loss", self.tseg_loss, "cross"),
+            ("label_smoothing", label_smoothing, 0.0)) if value != default]
+        if consistency == "xtc" and unused:
+            raise ValueError(f"consistency 'xtc' compares the transferred predictions with the ground truth by "
+                             f"the direct losses: {', '.join(unused)} does not apply (keep the default)")
 
     def forward(self, outputs, segmentation_target, depth_target):
         """XTaskLossTerms for `outputs` (an XTaskOutput), segmentation_target [N,H,W] int64 and
@@ -79,16 +95,21 @@ class XTaskLoss(nn.Module):
         zero = outputs.depth.new_zeros(())
         transferred_depth = zero
         if outputs.transferred_depth is not None:
-            direct_depth = outputs.depth.detach()
-            if self.tdep_loss == "ssim":
-                transferred_depth = ssim_loss(outputs.transferred_depth, direct_depth, depth_valid)
+            if self.consistency == "xtc":
+                transferred_depth = depth_loss(outputs.transferred_depth, depth_target, depth_valid, self.lp)
+            elif self.tdep_loss == "ssim":
+                transferred_depth = ssim_loss(outputs.transferred_depth, outputs.depth.detach(), depth_valid)
             else:
-                transferred_depth = depth_loss(outputs.transferred_depth, direct_depth, depth_valid, "L1")
+                transferred_depth = depth_loss(outputs.transferred_depth, outputs.depth.detach(), depth_valid, "L1")
         transferred_segmentation = zero
         if outputs.transferred_segmentation is not None:
-            transferred_segmentation = transferred_segmentation_loss(
-                outputs.transferred_segmentation, outputs.segmentation.detach().argmax(dim=1),
-                segmentation_valid, self.label_smoothing, self.tseg_loss)
+            if self.consistency == "xtc":
+                transferred_segmentation = segmentation_cross_entropy(
+                    outputs.transferred_segmentation, segmentation_target, self.ignore_index)
+            else:
+                transferred_segmentation = transferred_segmentation_loss(
+                    outputs.transferred_segmentation, outputs.segmentation.detach().argmax(dim=1),
+                    segmentation_valid, self.label_smoothing, self.tseg_loss)
         return XTaskLossTerms(
             segmentation=segmentation,
             depth=depth,

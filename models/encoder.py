@@ -60,6 +60,9 @@ class ResNetEncoder(nn.Module):
     def _load_imagenet_state(depth, weights_file):
         """The ImageNet state dict of resnet{depth} from local disk; a clear error when it is absent."""
         path = pretrained_weights_path(depth, weights_file)
+        if os.path.isdir(path):
+            raise ValueError(f"pretrained_weights {path}: that is a folder; expected the resnet{depth} weights file "
+                             f"itself (e.g. {os.path.join(path, os.path.basename(pretrained_weights_path(depth)))})")
         if not os.path.isfile(path):
             expected = os.path.basename(pretrained_weights_path(depth))
             raise ValueError(

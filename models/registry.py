@@ -1,8 +1,9 @@
 """The model families a run can train, by the name its configuration gives (training.config.ModelConfig):
 a new family is a module in models/ plus one entry here."""
+from models.mtan import MTAN
 from models.xtask_net import XTaskTSNet
 
-MODEL_FAMILIES = {"xtask": XTaskTSNet}
+MODEL_FAMILIES = {"xtask": XTaskTSNet, "mtan": MTAN}
 
 
 def make_model(family, **arguments):

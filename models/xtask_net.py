@@ -75,6 +75,11 @@ class XTaskTSNet(nn.Module):
         """Weight of conv2 of the encoder's last block: where the original code's GradNorm measures."""
         return self.encoder.last_block_conv2_weight
 
+    def shared_parameters(self):
+        """The parameters every task's loss reaches: the encoder's (PCGrad's paper form projects their
+        gradients)."""
+        return list(self.encoder.parameters())
+
     def forward(self, image, direct_only=False):
         """XTaskOutput for image [N,3,H,W] (H, W multiples of 32); `direct_only` skips the transfer nets.
         A single-task network gives None for the other task and for both transferred predictions."""

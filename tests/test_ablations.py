@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from data import CITYSCAPES, NYUV2
-from scripts import ablations
+from scripts import ablations, run_list
 from training.options import parse_options
 
 PROFILE_OF_SCRIPT = {"main_cross_cs.py": CITYSCAPES, "main_cross_nyu.py": NYUV2}
@@ -19,7 +19,7 @@ def printed_commands(output):
     for line in output.splitlines():
         if line.startswith("python "):
             words = shlex.split(line, comments=True)
-            commands.append((line.rsplit("# ", 1)[1], words[1], words[2:]))
+            commands.append((line.rsplit("# ", 1)[1].split(" (")[0], words[1], words[2:]))
     return commands
 
 
@@ -44,7 +44,9 @@ def test_only_selects_runs_by_substring_or_regex(capsys):
     assert all(script == "main_cross_nyu.py" and "--seeds 4 --save_path" in shlex.join(arguments)
                for _, script, arguments in commands)
     assert ablations.main(["--dry_run", "--only", "no_such_run"]) == 2
-    assert "no run name matches" in capsys.readouterr().err
+    assert "--only 'no_such_run': no run name matches it" in capsys.readouterr().err
+    assert ablations.main(["--dry_run", "--only", "single_(depth"]) == 2
+    assert "--only 'single_(depth': it is not a valid regular expression (missing )" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("dataset", ["cityscapes", "nyu"])
@@ -52,8 +54,8 @@ def test_run_list_covers_each_claim(dataset):
     runs = ablations.ablation_runs(dataset)
     assert len({run.name for run in runs}) == len(runs)
     assert all(run.name.startswith(f"{dataset}/") for run in runs)
-    multi_task = [(run.name.split("/")[1], parse_options(ablations.DATASET_PROFILES[dataset], list(run.flags)))
-                  for run in runs if run.category != "single_task"]
+    multi_task = [(run.name.split("/")[1], parse_options(run_list.DATASET_PROFILES[dataset], list(run.flags)))
+                  for run in runs if run.category != "single_task" and run.origin == ablations.ADDED]
     settings = {name: options for name, options in multi_task}
     assert settings["base"]["balancing"] == "uncertainty"
     assert settings["no_transfer"]["alpha"] == 0 and settings["no_transfer"]["gamma"] == 0
@@ -72,6 +74,40 @@ def test_run_list_covers_each_claim(dataset):
                     else settings["base"]["num_classes"])
                    for run in runs if run.category == "single_task"}
     assert single_task == {(task, count) for task in ("segmentation", "depth") for count in class_counts}
+
+
+# The lines of the original repository's ablation.sh (github.com/akarimoon/xtask_mt), without the script
+# name and the output flags --run_only --notqdm that each line carries.
+ORIGINAL_ABLATION_LINES = (
+    "--label_smoothing 0.1 --uncertainty_weights --alpha 0.0",
+    "--label_smoothing 0.1 --uncertainty_weights --gamma 0.0",
+    "--label_smoothing 0.1 --uncertainty_weights --alpha 0.0 --gamma 0.0",
+    "--label_smoothing 0.1 --uncertainty_weights --use_pretrain",
+    "--label_smoothing 0.1 --uncertainty_weights --enc_layers 50",
+    "--label_smoothing 0.1 --uncertainty_weights --enc_layers 101",
+    "--label_smoothing 0.1 --uncertainty_weights",
+    "--uncertainty_weights",
+    "",
+    "--label_smoothing 0.1 --uncertainty_weights --temp 5",
+    "--label_smoothing 0.1 --uncertainty_weights --temp 5 --alpha 0.05 --gamma 0.05",
+)
+
+
+def test_the_dry_run_lists_every_line_of_the_original_ablation_script_but_the_temperature_ones(capsys):
+    assert ablations.main(["--dry_run", "--dataset", "cityscapes"]) == 0
+    output = capsys.readouterr().out
+    labelled_original = {line.rsplit("# ", 1)[1].split(" (")[0] for line in output.splitlines()
+                         if line.startswith("python ") and line.endswith("(original)")}
+    original = {name: arguments[:arguments.index("--seeds")] for name, _, arguments in printed_commands(output)
+                if name in labelled_original}
+    runnable = [line for line in ORIGINAL_ABLATION_LINES if "--temp" not in line]
+    assert sorted(shlex.split(line) for line in runnable) == sorted(original.values())
+    assert len(original) == len(runnable) == 9
+    assert all(run.origin == ablations.ORIGINAL for run in ablations.ablation_runs("cityscapes")
+               if run.name.startswith("cityscapes/original_"))
+    assert {run.origin for run in ablations.ablation_runs("nyu")} == {ablations.ADDED}
+    not_run = [line for line in output.splitlines() if line.startswith("not run: ")]
+    assert len(not_run) == 2 and all("--temp 5" in line and "--temp flag" in line for line in not_run)
 
 
 def completed(statuses, calls):

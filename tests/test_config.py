@@ -11,9 +11,11 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from data import CITYSCAPES, NYUV2
 from training import config as config_module
+from training import engine
 from training.config import (BASELINE_MATCH, KIND_OF_RUN, NOT_COMPARED, RESTORED, RESTORED_UNLESS_GIVEN, RESUMABLE,
                              SUMMARISED, RunConfig, keys_with, rank_zero_only_values)
 from training.options import build_parser, parse_options
@@ -108,7 +110,7 @@ def test_the_derived_lists_are_the_ones_the_repository_used_to_keep_by_hand():
     assert set(keys_with(SUMMARISED)) == {
         "single_task", "group", "balancing", "gradnorm_form", "enc_layers", "num_classes", "height", "width", "epochs",
         "batch_size", "lr", "alpha", "gamma", "label_smoothing", "lp", "tdep_loss", "tseg_loss", "batch_norm",
-        "wider_ttnet", "seed", "demo"}
+        "wider_ttnet", "seed", "demo", "consistency", "dwa_temperature", "pcgrad_weighting"}
     assert rank_zero_only_values() == {"notqdm": True, "time_inf": False, "show": False, "view_only": False}
     assert keys_with(RESTORED) == ("height", "width", "num_classes", "ignore_index")
     assert set(keys_with(RESTORED_UNLESS_GIVEN)) == {"input_path", "batch_size"}
@@ -155,7 +157,8 @@ def test_parsing_fills_the_sections_the_entry_script_describes():
 def test_config_json_round_trips_and_an_older_file_takes_the_defaults_it_lacks():
     config = parse_options(CITYSCAPES, ["--gradnorm", "--gradnorm_form", "original", "--seeds", "0", "1", "-b", "4"])
     content = json.loads(json.dumps(config.to_json()))
-    assert content["balancing"] == {"method": "gradnorm", "gradnorm_alpha": 0.16, "gradnorm_form": "original"}
+    assert content["balancing"] == {"method": "gradnorm", "gradnorm_alpha": 0.16, "gradnorm_form": "original",
+                                    "dwa_temperature": 2.0, "pcgrad_weighting": "none"}
     assert RunConfig.from_json(content, parse_options(CITYSCAPES, [])) == config
     older = {"data": {"dataset": "cityscapes", "height": 64, "retired_setting": 1}, "explicit": ["height"]}
     restored = RunConfig.from_json(older, parse_options(CITYSCAPES, ["--lr", "0.5"]))
@@ -180,8 +183,6 @@ def write_folder(folder, content=None, status=None, results=None):
 
 def test_read_run_reads_what_the_recorder_writes(tmp_path):
     config = parse_options(NYUV2, ["--save_path", str(tmp_path), "--epochs", "2", "--uncertainty_weights"])
-    from training import engine
-    import torch
     parts = engine.build_training(config.replace(enc_layers=18), torch.device("cpu"), 13)
     recorder = Recorder.start(config, torch.device("cpu"), parts, {}, torch.Generator())
     record = read_run(recorder.folder)
@@ -204,3 +205,13 @@ def test_read_run_of_older_and_damaged_folders(tmp_path):
                                    ("006", {"config": {"data": {"dataset": "kitti"}}}, "dataset 'kitti' is none of")):
         with pytest.raises(UserInputError, match=message):
             read_run(write_folder(tmp_path / name, content))
+
+
+def test_single_task_baselines_take_the_original_single_task_adam_betas_unless_given():
+    assert (parse_options(CITYSCAPES, [])["b1"], parse_options(CITYSCAPES, [])["b2"]) == (0.9, 0.99)
+    baseline = parse_options(NYUV2, ["--single_task", "depth"])
+    assert (baseline["b1"], baseline["b2"]) == (0.9, 0.999) and "b2" not in baseline.explicit
+    given = parse_options(NYUV2, ["--single_task", "segmentation", "--b2", "0.95"])
+    assert (given["b1"], given["b2"]) == (0.9, 0.95)
+    optimizer = engine.build_training(baseline.replace(enc_layers=18), torch.device("cpu"), 13).optimizer
+    assert optimizer.param_groups[0]["betas"] == (0.9, 0.999)

@@ -219,28 +219,14 @@ def test_a_disk_that_fills_up_during_a_checkpoint_write_names_the_file_and_its_s
     assert (tmp_path / "001" / "status").read_text().startswith("failed: cannot write")
 
 
-@pytest.fixture(scope="module")
-def finished_experiment(cityscapes_root, tmp_path_factory, tiny_run):
-    """A save path whose experiment 001 finished (1 epoch), run with umask 022 after a hand-edited
-    results.csv row was written; tests copy it before damaging it."""
-    save_path = tmp_path_factory.mktemp("finished") / "exps"
-    save_path.mkdir()
-    (save_path / "results.csv").write_text('experiment,note\n"000","hand-written, ""quoted"" note"\n')
-    previous = os.umask(0o022)
-    try:
-        result = run_entry(tiny_run(cityscapes_root, save_path, "--epochs", "1"), save_path.parent)
-    finally:
-        os.umask(previous)
-    assert result.returncode == 0, result.stderr
-    return save_path
-
-
-def test_a_finished_run_keeps_hand_edited_rows_and_follows_the_umask(finished_experiment):
-    lines = (finished_experiment / "results.csv").read_text().splitlines()
+def test_a_finished_run_keeps_hand_edited_rows_and_follows_the_umask(finished_run):
+    """The shared finished run (tests/conftest.py): run with umask 022 after a hand-edited results.csv
+    row was written."""
+    lines = (finished_run / "results.csv").read_text().splitlines()
     assert lines[1] == '"000","hand-written, ""quoted"" note"' and len(lines) == 3
-    assert (finished_experiment / "001" / "status").read_text() == "finished\n"
-    for path in (finished_experiment / "001" / "config.json", finished_experiment / "001" / "checkpoints" / "best.pt",
-                 finished_experiment / "results.csv"):
+    assert (finished_run / "001" / "status").read_text() == "finished\n"
+    for path in (finished_run / "001" / "config.json", finished_run / "001" / "checkpoints" / "best.pt",
+                 finished_run / "results.csv"):
         assert path.stat().st_mode & 0o777 == 0o644, path
 
 
@@ -249,10 +235,11 @@ def test_a_finished_run_keeps_hand_edited_rows_and_follows_the_umask(finished_ex
     ("zero_bytes", ["the file is empty (0 bytes)"]),
     ("no_config", []),
 ])
-def test_infer_only_on_damaged_experiments(finished_experiment, tmp_path, damage, expected):
+def test_infer_only_on_damaged_experiments(finished_run, tmp_path, damage, expected):
     """--infer_only rebuilds everything from best.pt: a checkpoint that contradicts its own model
-    arguments or is empty is a clear error; a missing config.json is not needed at all."""
-    save_path = shutil.copytree(finished_experiment, tmp_path / "exps")
+    arguments or is empty is a clear error; a missing config.json is not needed at all. On a copy of
+    the shared finished run."""
+    save_path = shutil.copytree(finished_run, tmp_path / "exps")
     best = save_path / "001" / "checkpoints" / "best.pt"
     if damage == "model_arguments":
         saved = torch.load(best, map_location="cpu", weights_only=True)

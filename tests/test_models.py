@@ -4,7 +4,7 @@ import torch
 import torchvision
 
 from models import XTaskTSNet
-from models.encoder import pretrained_weights_path
+from models.encoder import ResNetEncoder, pretrained_weights_path
 from losses import XTaskLoss
 
 
@@ -194,3 +194,13 @@ def test_last_shared_stage_is_the_encoder_stage4_and_holds_the_shared_weights(en
     assert model.last_shared_stage is model.encoder.stage4 is model.encoder.last_shared_stage
     stage_weights = {id(parameter) for parameter in model.last_shared_stage.parameters()}
     assert id(model.last_shared_weight) in stage_weights and id(model.last_block_conv2_weight) in stage_weights
+
+
+def test_the_shared_parameters_are_the_encoders():
+    model = XTaskTSNet(18, 7)
+    assert [id(p) for p in model.shared_parameters()] == [id(p) for p in model.encoder.parameters()]
+
+
+def test_a_folder_given_as_the_weights_file_is_named_as_a_folder(tmp_path):
+    with pytest.raises(ValueError, match="^pretrained_weights .*: that is a folder; expected the resnet18 weights"):
+        ResNetEncoder(18, pretrained=True, weights_file=tmp_path)

@@ -42,14 +42,19 @@ def test_a_resumed_run_ends_exactly_like_an_uninterrupted_one(cityscapes_root, t
     assert sorted(os.listdir(pieces)) == ["001", "results.csv", "results.csv.lock"]
 
 
-def test_resume_refuses_flags_that_change_the_run(cityscapes_root, tmp_path, capsys, tiny_run):
-    assert main(CITYSCAPES, tiny_run(cityscapes_root, tmp_path, "--epochs", "1")) == 0
-    capsys.readouterr()
-    assert main(CITYSCAPES, ["--save_path", str(tmp_path), "--resume", "1", "--lr", "0.5", "--lp", "MSE"]) == 2
+def files_and_times(folder):
+    return sorted((str(path), path.stat().st_mtime_ns) for path in folder.rglob("*"))
+
+
+def test_resume_refuses_flags_that_change_the_run(finished_run, capsys):
+    """On the shared finished run (default --lr and --lp), which the refusals leave untouched."""
+    before = files_and_times(finished_run)
+    assert main(CITYSCAPES, ["--save_path", str(finished_run), "--resume", "1", "--lr", "0.5", "--lp", "MSE"]) == 2
     error = capsys.readouterr().err
     assert "--lr: 0.0001 in the run, 0.5 now" in error and "--lp: 'L1' in the run, 'MSE' now" in error
-    assert main(CITYSCAPES, ["--save_path", str(tmp_path), "--resume", "7"]) == 2
+    assert main(CITYSCAPES, ["--save_path", str(finished_run), "--resume", "7"]) == 2
     assert "--resume 7: no experiment folder" in capsys.readouterr().err
+    assert files_and_times(finished_run) == before
 
 
 @pytest.mark.parametrize("extra,expected", [

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,7 +12,6 @@ import pytest
 import torch
 
 from data import CITYSCAPES, NYUV2
-from data.synthetic import write_cityscapes_raw, write_nyu_mtan
 from losses import GradNorm, LossBalancer, UncertaintyWeights
 from training import engine
 from training.options import parse_options
@@ -19,25 +19,16 @@ from training.recorder import read_run
 from training.run import main
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--enc_layers", "18", "--epochs", "2", "--batch_size", "2", "--workers", "0", "--notqdm"]
-
-
-@pytest.fixture(scope="module")
-def cityscapes_root(tmp_path_factory):
-    return str(write_cityscapes_raw(tmp_path_factory.mktemp("cityscapes"), {"train": 4, "val": 3}, 128, 256, seed=1))
-
-
-@pytest.fixture(scope="module")
-def nyu_root(tmp_path_factory):
-    return str(write_nyu_mtan(tmp_path_factory.mktemp("nyu"), {"train": 4, "val": 3}, 96, 128, seed=1))
+TINY = ["--enc_layers", "18", "--epochs", "2", "--batch_size", "2", "--workers", "0", "--notqdm", "--height", "32",
+        "--width", "64"]
 
 
 def cityscapes_arguments(root, save_path, *extra):
-    return ["--input_path", root, "--save_path", str(save_path), "--height", "64", "--width", "128", *TINY, *extra]
+    return ["--input_path", root, "--save_path", str(save_path), *TINY, *extra]
 
 
 def nyu_arguments(root, save_path, *extra):
-    return ["--input_path", root, "--save_path", str(save_path), "--height", "64", "--width", "96", *TINY, *extra]
+    return ["--input_path", root, "--save_path", str(save_path), *TINY, *extra]
 
 
 def check_experiment(folder, epochs=2, balancing_columns=()):
@@ -79,38 +70,46 @@ def check_experiment(folder, epochs=2, balancing_columns=()):
     return results
 
 
-@pytest.mark.parametrize("balancing,columns", [
-    ([], ()), (["--uncertainty_weights"], ("sigma_segmentation", "sigma_depth")),
-    (["--gradnorm"], ("w_segmentation", "w_depth"))])
-def test_cityscapes_run_writes_every_output(cityscapes_root, tmp_path, balancing, columns, capsys):
-    assert main(CITYSCAPES, cityscapes_arguments(cityscapes_root, tmp_path, *balancing)) == 0
-    results = check_experiment(tmp_path / "001", balancing_columns=columns)
-    summary = pandas.read_csv(tmp_path / "results.csv")
-    assert list(summary["experiment"]) == [1] and summary["miou"][0] == pytest.approx(results["metrics"]["miou"])
-    printed = capsys.readouterr().out
+def check_cityscapes_run(save_path, columns, printed, earlier_experiments=()):
+    """The Cityscapes run of experiment 001 under `save_path` (2 epochs, balancing columns `columns`,
+    after the results.csv rows of `earlier_experiments`) wrote every output and printed `printed`."""
+    results = check_experiment(save_path / "001", balancing_columns=columns)
+    summary = pandas.read_csv(save_path / "results.csv")
+    assert list(summary["experiment"]) == [*earlier_experiments, 1]
+    assert summary["miou"].iloc[-1] == pytest.approx(results["metrics"]["miou"])
     assert "epoch   2/2" in printed and "paper protocol" in printed and "standard" in printed
     if columns:
         assert columns[0] in printed
 
 
-def test_infer_only_reproduces_results_and_a_second_run_gets_a_new_folder(cityscapes_root, tmp_path):
-    arguments = cityscapes_arguments(cityscapes_root, tmp_path, "--uncertainty_weights", "--no_plots")
-    assert main(CITYSCAPES, arguments) == 0
-    assert main(CITYSCAPES, arguments) == 0
-    assert sorted(os.listdir(tmp_path)) == ["001", "002", "results.csv", "results.csv.lock"]
-    assert len(pandas.read_csv(tmp_path / "results.csv")) == 2
-    original = json.load(open(tmp_path / "001" / "results.json"))
-    config_before = (tmp_path / "001" / "config.json").read_bytes()
-    infer_arguments = ["--save_path", str(tmp_path), "--infer_only", "--exp_num", "1", "--workers", "0", "--notqdm",
+@pytest.mark.parametrize("balancing,columns", [([], ()), (["--gradnorm"], ("w_segmentation", "w_depth"))])
+def test_cityscapes_run_writes_every_output(cityscapes_root, tmp_path, balancing, columns, capsys):
+    assert main(CITYSCAPES, cityscapes_arguments(cityscapes_root, tmp_path, *balancing)) == 0
+    check_cityscapes_run(tmp_path, columns, capsys.readouterr().out)
+
+
+def test_cityscapes_uncertainty_run_writes_every_output(finished_run):
+    """The shared finished run (--uncertainty_weights, 2 epochs, figures; one hand-written row before)."""
+    check_cityscapes_run(finished_run, ("sigma_segmentation", "sigma_depth"),
+                         (finished_run.parent / "stdout.txt").read_text(), earlier_experiments=(0,))
+
+
+def test_infer_only_reproduces_results(finished_run, tmp_path):
+    """On a copy of the shared finished run (--uncertainty_weights). That a second run into one save path
+    gets a new folder and a second results.csv row is checked by the reduced demo's second run."""
+    save_path = shutil.copytree(finished_run, tmp_path / "exps")
+    original = json.load(open(save_path / "001" / "results.json"))
+    config_before = (save_path / "001" / "config.json").read_bytes()
+    infer_arguments = ["--save_path", str(save_path), "--infer_only", "--exp_num", "1", "--workers", "0", "--notqdm",
                        "--no_plots"]
     assert main(CITYSCAPES, infer_arguments) == 0
-    reproduced = json.load(open(tmp_path / "001" / "infer" / "001" / "results.json"))
+    reproduced = json.load(open(save_path / "001" / "infer" / "001" / "results.json"))
     for key, value in original["metrics"].items():
         if key != "iou":
             assert reproduced["metrics"][key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
     assert reproduced["epoch"] == original["epoch"]
-    assert (tmp_path / "001" / "config.json").read_bytes() == config_before
-    assert json.load(open(tmp_path / "001" / "results.json")) == original
+    assert (save_path / "001" / "config.json").read_bytes() == config_before
+    assert json.load(open(save_path / "001" / "results.json")) == original
 
 
 def test_nyu_runs_without_a_balancing_flag_and_masks_missing_values(nyu_root, tmp_path):
@@ -264,6 +263,7 @@ def test_reduced_demo_generates_the_raw_layout_once_and_runs_end_to_end(tmp_path
     assert os.stat(demo_root / ".complete").st_mtime_ns == marker_time
     assert "generating the demo dataset" not in capsys.readouterr().out
     assert sorted(os.listdir(tmp_path / "exps")) == ["001", "002", "results.csv", "results.csv.lock"]
+    assert len(pandas.read_csv(tmp_path / "exps" / "results.csv")) == 2
 
 
 @pytest.mark.parametrize("task,present,absent", [
@@ -307,17 +307,16 @@ def test_single_task_refuses_balancing(capsys):
     assert "--single_task depth trains one task alone" in capsys.readouterr().err
 
 
-def test_tensorboard_writes_scalars_and_the_prediction_grid(cityscapes_root, tmp_path):
+def test_tensorboard_writes_scalars_and_the_prediction_grid(finished_run):
+    """The shared finished run (--tensorboard, 2 epochs)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    assert main(CITYSCAPES, cityscapes_arguments(cityscapes_root, tmp_path, "--tensorboard", "--epochs", "2",
-                                                 "--no_plots")) == 0
-    events = EventAccumulator(str(tmp_path / "001" / "tensorboard"), size_guidance={"images": 0})
+    events = EventAccumulator(str(finished_run / "001" / "tensorboard"), size_guidance={"images": 0})
     events.Reload()
     tags = events.Tags()
     assert {"train/loss", "val/loss", "train/transferred_depth", "lr", "results/miou"} <= set(tags["scalars"])
     assert [event.step for event in events.Scalars("val/loss")] == [1, 2]
-    history = pandas.read_csv(tmp_path / "001" / "metrics.csv")
+    history = pandas.read_csv(finished_run / "001" / "metrics.csv")
     assert [event.value for event in events.Scalars("val/loss")] == pytest.approx(list(history["val_loss"]))
     images = events.Images("predictions")
     assert [image.step for image in images] == [1, 2] and images[0].width > 100

@@ -18,7 +18,8 @@ from typing import Optional
 AUTO = "auto"  # a speed switch given neither way: on with CUDA, off on the CPU
 CONFIG_FORMAT = 2  # config.json of format 1 held the flags flat under "options"
 # Balancer constructor parameters whose setting has another key; every other parameter is spelled like its key.
-BALANCER_FLAGS = {"alpha": "gradnorm_alpha", "form": "gradnorm_form"}
+BALANCER_FLAGS = {"alpha": "gradnorm_alpha", "form": "balancing_form", "temperature": "dwa_temperature",
+                  "weighting": "pcgrad_weighting"}
 # Where the GradNorm weights' own Adam takes its betas in the original form (torch's defaults).
 ORIGINAL_GRADNORM_BETAS = (0.9, 0.999)
 
@@ -73,21 +74,32 @@ class XTaskModelConfig:
     use_pretrain: bool = setting(False)
     pretrained_weights: Optional[str] = setting(None, NOT_COMPARED)
 
+    def arguments(self, num_classes, single_task):
+        """The constructor arguments a checkpoint stores to rebuild the network."""
+        return dict(enc_layers=self.enc_layers, num_classes=num_classes, batch_norm=self.batch_norm,
+                    wider_ttnet=self.wider_ttnet, single_task=single_task)
+
+    def initialisation(self):
+        """The constructor arguments of a new network only (a checkpoint holds trained weights)."""
+        return dict(use_pretrain=self.use_pretrain, pretrained_weights=self.pretrained_weights)
+
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The model family (models.MODEL_FAMILIES) with its own section, and the single-task choice."""
+    """The model family (models.MODEL_FAMILIES), the single-task choice, and one section per family
+    holding its constructor arguments (`arguments`, `initialisation`)."""
 
     family: str = setting("xtask")
     single_task: Optional[str] = setting(None, SUMMARISED, KIND_OF_RUN)
     xtask: XTaskModelConfig = XTaskModelConfig()
 
+    def family_section(self):
+        """The section of the chosen family."""
+        return getattr(self, self.family)
+
     def arguments(self, num_classes):
-        """The family's constructor arguments that a checkpoint stores to rebuild the model (ImageNet
-        initialisation is not among them: a checkpoint holds trained weights)."""
-        section = getattr(self, self.family)
-        return dict(enc_layers=section.enc_layers, num_classes=num_classes, batch_norm=section.batch_norm,
-                    wider_ttnet=section.wider_ttnet, single_task=self.single_task)
+        """The chosen family's constructor arguments that a checkpoint stores to rebuild the model."""
+        return self.family_section().arguments(num_classes, self.single_task)
 
 
 @dataclass(frozen=True)
@@ -100,28 +112,36 @@ class LossConfig:
     lp: str = setting("L1", SUMMARISED)
     tdep_loss: str = setting("L1", SUMMARISED)
     tseg_loss: str = setting("cross", SUMMARISED)
+    consistency: str = setting("xtsc", SUMMARISED)
 
     def arguments(self, num_classes, ignore_index, single_task):
         """The keyword arguments of losses.XTaskLoss."""
         return dict(num_classes=num_classes, alpha=self.alpha, gamma=self.gamma,
                     label_smoothing=self.label_smoothing, lp=self.lp, tseg_loss=self.tseg_loss,
-                    tdep_loss=self.tdep_loss, ignore_index=ignore_index, single_task=single_task)
+                    tdep_loss=self.tdep_loss, ignore_index=ignore_index, single_task=single_task,
+                    consistency=self.consistency)
 
 
 @dataclass(frozen=True)
 class BalancingConfig:
-    """How the two group losses are balanced (losses.BALANCERS)."""
+    """How the group losses are balanced (losses.BALANCERS). `gradnorm_form` is the form of every method
+    that has two (GradNorm, DWA, PCGrad: "paper" or "original"); its key keeps its first name so that
+    older runs read back."""
 
     method: str = setting("none", SUMMARISED, key="balancing")
     gradnorm_alpha: float = setting(0.16)
     gradnorm_form: str = setting("paper", SUMMARISED)
+    dwa_temperature: float = setting(2.0, SUMMARISED)
+    pcgrad_weighting: str = setting("none", SUMMARISED)
 
     def arguments(self, optimization):
-        """The balancer's keyword arguments: GradNorm's weights have their own Adam with the model's
-        learning rate and betas in the paper form, torch's default betas in the original form (as the
-        original code)."""
+        """The balancer's keyword arguments (make_balancer gives each method those it takes): GradNorm's
+        weights have their own Adam with the model's learning rate and betas in the paper form, torch's
+        default betas in the original form (as the original code); PCGrad's random task order is seeded
+        by the run's seed."""
         betas = ORIGINAL_GRADNORM_BETAS if self.gradnorm_form == "original" else (optimization.b1, optimization.b2)
-        return dict(alpha=self.gradnorm_alpha, form=self.gradnorm_form, lr=optimization.lr, betas=betas)
+        return dict(alpha=self.gradnorm_alpha, form=self.gradnorm_form, lr=optimization.lr, betas=betas,
+                    temperature=self.dwa_temperature, weighting=self.pcgrad_weighting, seed=optimization.seed)
 
 
 @dataclass(frozen=True)
@@ -155,9 +175,10 @@ class SpeedSettings:
 
 @dataclass(frozen=True)
 class SpeedConfig:
-    """The speed switches as given: True, False or AUTO (on with CUDA, off on the CPU); see `resolve`."""
+    """The speed switches as given: True, False or AUTO (on with CUDA, off on the CPU; every switch but
+    `amp`, which changes the numbers and is off unless asked for: the paper ran float32); see `resolve`."""
 
-    amp: object = setting(AUTO, RESUMABLE, NOT_COMPARED)
+    amp: bool = setting(False, RESUMABLE, NOT_COMPARED)
     channels_last: object = setting(AUTO, RESUMABLE, NOT_COMPARED)
     gpu_augment: object = setting(AUTO, RESUMABLE, NOT_COMPARED)
     compile: bool = setting(False, RESUMABLE, NOT_COMPARED)

@@ -27,6 +27,9 @@ def check_process_count(config, setup, device):
         raise UserInputError(f"--batch_size {batch_size} is the global batch, split over the "
                              f"{setup.world_size} processes torchrun started: expected a multiple of "
                              f"{setup.world_size}")
+    if not config.run.infer_only and balancing.method == "pcgrad":
+        raise UserInputError(f"--balancing pcgrad back-propagates once per task, which DistributedDataParallel "
+                             f"does not average over the {setup.world_size} processes: run it in one process")
     if not config.run.infer_only and balancing.method == "gradnorm" and balancing.gradnorm_form == "original":
         raise UserInputError(f"--gradnorm_form original back-propagates three times per step, which "
                              f"DistributedDataParallel cannot average over the {setup.world_size} processes: "

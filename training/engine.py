@@ -17,6 +17,7 @@ from models import make_model
 from training.config import SpeedSettings, flag_message
 from training.interrupts import NonFiniteTraining
 from utils import distributed
+from utils.consistency_energy import ENERGY, ENERGY_KEYS, ConsistencyEnergyMeter, describe
 from utils.errors import UserInputError
 from utils.metrics import MultiTaskMetrics
 
@@ -111,10 +112,9 @@ def build_model(config, num_classes):
     asked), initialised from the run's seed; a missing or unreadable weights file is a UserInputError
     naming the flag."""
     torch.manual_seed(config.optimization.seed)
-    section = getattr(config.model, config.model.family)
     try:
         return make_model(config.model.family, **config.model.arguments(num_classes),
-                          use_pretrain=section.use_pretrain, pretrained_weights=section.pretrained_weights)
+                          **config.model.family_section().initialisation())
     except ValueError as error:
         raise UserInputError(flag_message(error)) from None
 
@@ -219,19 +219,23 @@ def train_one_epoch(parts, loader, device, stop, progress=True, description="tra
 @torch.inference_mode()
 def evaluate_loss(parts, loader, device, progress=True, description="val"):
     """Mean validation losses ({"loss", components}) in eval mode, without gradients; the total is the
-    balancer's combination of the groups. Under torchrun each process evaluates its shard of `loader`
-    with the model outside DDP (the processes may load different numbers of batches); the means are
-    those of every process."""
+    balancer's combination of the groups. With the transfer nets it adds the consistency energy of the
+    same predictions (utils.consistency_energy: ENERGY_KEYS). Under torchrun each process evaluates its
+    shard of `loader` with the model outside DDP (the processes may load different numbers of batches);
+    the means are those of every process."""
     model = distributed.unwrap_model(parts.model)
     model.eval()
-    meter = LossMeter(device)
+    meter, energy = LossMeter(device), ConsistencyEnergyMeter(device)
     for batch in tqdm(loader, desc=description, disable=not progress, leave=False, dynamic_ncols=True):
         image, segmentation_target, depth_target = move_batch(batch, device)
-        terms = parts.criterion(forward(model, image, parts.speed), segmentation_target, depth_target)
+        outputs = forward(model, image, parts.speed)
+        terms = parts.criterion(outputs, segmentation_target, depth_target)
         meter.update(parts.balancer.combine(terms.groups()), terms, image.shape[0])
+        energy.update(outputs, image.shape[0])
     meter.reduce_across_processes()
+    energy.reduce_across_processes()
     check_finite(meter, model, description)
-    return meter.means()
+    return {**meter.means(), **energy.values()}
 
 
 def batches_without_data(loader):
@@ -243,16 +247,20 @@ def batches_without_data(loader):
 
 
 @torch.inference_mode()
-def evaluate_metrics(model, loader, device, num_classes, ignore_index, progress=True):
-    """Both metric protocols of the direct predictions over `loader`, and a subsample of valid depth
-    pixels as (ground truth [P], prediction [P]) CPU tensors for the depth-error plot. Under torchrun
-    the metrics are those of every process's shard together (the plotted subsample is this process's)."""
+def evaluate_metrics(model, loader, device, num_classes, ignore_index, progress=True, with_transfer=False):
+    """(metrics, depth_pairs, energy) over `loader`: both metric protocols of the direct predictions; a
+    subsample of valid depth pixels as (ground truth [P], prediction [P]) CPU tensors for the depth-error
+    plot; with `with_transfer` and a model with transfer nets, the consistency energy of the same forward
+    passes (utils.consistency_energy: ENERGY_KEYS), else {}. Under torchrun the metrics and the energy are
+    those of every process's shard together (the plotted subsample is this process's)."""
     model.eval()
     metrics = MultiTaskMetrics.over_processes(num_classes, ignore_index, model.tasks)
+    energy = ConsistencyEnergyMeter(device)
     sampled_targets, sampled_predictions = [], []
     for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False, dynamic_ncols=True):
         image, segmentation_target, depth_target = move_batch(batch, device)
-        outputs = model(image, direct_only=True)
+        outputs = model(image, direct_only=not with_transfer)
+        energy.update(outputs, image.shape[0])
         metrics.update(outputs.segmentation, segmentation_target, outputs.depth, depth_target)
         if outputs.depth is not None:
             valid = depth_target > 0
@@ -260,7 +268,9 @@ def evaluate_metrics(model, loader, device, num_classes, ignore_index, progress=
             sampled_targets.append(depth_target[valid][::stride].float().cpu())
             sampled_predictions.append(outputs.depth[valid][::stride].float().cpu())
     depth_pairs = (torch.cat(sampled_targets), torch.cat(sampled_predictions)) if sampled_targets else None
-    return metrics.compute_over_processes(batches_without_data(loader), device), depth_pairs
+    computed = metrics.compute_over_processes(batches_without_data(loader), device)
+    energy.reduce_across_processes()  # after the global batches this process held no image of, as the others
+    return computed, depth_pairs, energy.values()
 
 
 @torch.inference_mode()
@@ -312,6 +322,7 @@ def epoch_record(epoch, train, val, balancing_weights, learning_rate, seconds):
     record = {"epoch": epoch, "train_loss": train["loss"], "val_loss": val["loss"]}
     record.update({f"train_{name}": train[name] for name in COMPONENT_NAMES})
     record.update({f"val_{name}": val[name] for name in COMPONENT_NAMES})
+    record.update({f"val_{key}": val[key] for key in ENERGY_KEYS if key in val})
     record.update(balancing_weights)
     record.update({"lr": learning_rate, "images_per_second": train["images_per_second"], "epoch_seconds": seconds})
     return record
@@ -323,8 +334,10 @@ def format_epoch_line(record, epochs):
                           for name in COMPONENT_NAMES)
     weights = " ".join(f"{key}={value:.4f}" for key, value in record.items()
                        if key.startswith(("sigma_", "w_")))
+    energy = ("val " + describe({key: record["val_" + key] for key in ENERGY_KEYS}) + " | "
+              if "val_" + ENERGY in record else "")
     return (f"epoch {record['epoch']:>3}/{epochs}  train {record['train_loss']:.4f}  val {record['val_loss']:.4f}  "
-            f"| train/val {components} | {weights + ' | ' if weights else ''}lr {record['lr']:.2e}  "
+            f"| train/val {components} | {energy}{weights + ' | ' if weights else ''}lr {record['lr']:.2e}  "
             f"{record['images_per_second']:.1f} img/s  {record['epoch_seconds']:.1f} s")
 
 

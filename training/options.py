@@ -11,15 +11,19 @@ import argparse
 import math
 import os
 
-from losses import BALANCERS, GRADNORM_FORMS, XTaskLoss, make_balancer
+from losses import BALANCERS, BALANCING_FORMS, XTaskLoss, make_balancer
 from losses.depth import DEPTH_LOSSES
 from losses.segmentation import TRANSFERRED_SEGMENTATION_LOSSES
-from losses.xtask import TRANSFERRED_DEPTH_LOSSES
+from losses.xtask import CONSISTENCY_METHODS, TRANSFERRED_DEPTH_LOSSES
 from models.encoder import ENCODER_DEPTHS
 from models.xtask_net import INPUT_MULTIPLE
 from training.config import AUTO, BALANCER_FLAGS, RunConfig, as_value, flag_message
 
 SEED_LIMIT = 2 ** 32
+# The weightings PCGrad's per-task losses can come from (their total is a sum of per-task terms).
+PCGRAD_WEIGHTINGS = ("none", "uncertainty", "dwa")
+# The original's single-task script (main_stl.py) trains with torch's default Adam betas.
+SINGLE_TASK_BETAS = {"b1": 0.9, "b2": 0.999}
 
 
 class BalancingAlias(argparse.Action):
@@ -84,7 +88,8 @@ def build_parser(profile):
     training.add_argument("--optim", choices=("adam", "sgd"), default="adam", help="optimizer")
     training.add_argument("--lr", "--learning_rate", dest="lr", type=float, default=1e-4, help="learning rate")
     training.add_argument("--b1", "--beta_1", dest="b1", type=float, default=0.9, help="Adam beta1")
-    training.add_argument("--b2", "--beta_2", dest="b2", type=float, default=0.99, help="Adam beta2")
+    training.add_argument("--b2", "--beta_2", dest="b2", type=float, default=0.99,
+                          help="Adam beta2 (0.999 with --single_task, as the original's main_stl.py)")
     training.add_argument("--momentum", type=float, default=0.0,
                           help="SGD momentum (--optim sgd; the original used none)")
     training.add_argument("--scheduler_step_size", type=int, help="StepLR period in epochs")
@@ -111,6 +116,9 @@ def build_parser(profile):
                       f"{', '.join(TRANSFERRED_DEPTH_LOSSES)}")
     loss.add_argument("--tseg_loss", default="cross", help=f"transferred segmentation loss: "
                       f"{', '.join(TRANSFERRED_SEGMENTATION_LOSSES)}")
+    loss.add_argument("--consistency", choices=CONSISTENCY_METHODS, default="xtsc",
+                      help="what the transferred predictions are compared with: the detached direct predictions "
+                      "(xtsc, by --tdep_loss and --tseg_loss) or the ground truth (xtc, by --lp and cross-entropy)")
     loss.add_argument("--balancing", choices=tuple(BALANCERS), default="none", action=BalancingChoice,
                       help="balancing of the two group losses")
     loss.add_argument("--uncertainty_weights", action=BalancingAlias, method="uncertainty",
@@ -118,11 +126,19 @@ def build_parser(profile):
     loss.add_argument("--gradnorm", action=BalancingAlias, method="gradnorm",
                       help="the original's flag for --balancing gradnorm (Chen et al. 2018)")
     loss.add_argument("--gradnorm_alpha", type=float, default=0.16, help="GradNorm's asymmetry alpha")
-    loss.add_argument("--gradnorm_form", choices=GRADNORM_FORMS, default="paper",
-                      help="GradNorm as in Chen et al. 2018 (paper) or exactly as the original code ran it")
+    loss.add_argument("--balancing_form", "--gradnorm_form", dest="gradnorm_form", choices=BALANCING_FORMS,
+                      default="paper", help="the form of GradNorm, DWA and PCGrad: as published (paper) or as "
+                      "the original code ran it (original)")
+    loss.add_argument("--dwa_temperature", type=float, default=2.0, help="DWA's temperature T (--balancing dwa)")
+    loss.add_argument("--pcgrad_weighting", choices=PCGRAD_WEIGHTINGS, default="none",
+                      help="the weighting of the task losses that PCGrad's per-task gradients come from "
+                      "(--balancing pcgrad; the original's PCGrad rows used uncertainty)")
 
     speed = parser.add_argument_group("speed (each 'auto' default is on with CUDA, off on the CPU)")
-    add_switch(speed, "amp", "bf16 autocast of the forward passes (losses and metrics in float32)")
+    speed.add_argument("--amp", action="store_true", help="bf16 autocast of the forward passes on CUDA (losses and "
+                       "metrics in float32); off by default: the paper's runs were float32")
+    speed.add_argument("--no_amp", dest="amp", action="store_false", default=argparse.SUPPRESS,
+                       help="float32 forward passes (the default; kept for older command lines)")
     add_switch(speed, "channels_last", "channels-last memory format for the model and the images")
     add_switch(speed, "gpu_augment", "augment each training batch on the device (same flips, crops and "
                "depth scaling as the CPU workers; they only read the cached arrays)")
@@ -179,6 +195,8 @@ def parse_options(profile, argv=None):
     explicit = tuple(sorted(key for key, value in vars(probe).items()
                             if value is not not_given and key != "balancing_flag"))
     config = RunConfig().replace(dataset=profile.name, explicit=explicit, **values)
+    if config.model.single_task is not None:
+        config = config.replace(**{key: value for key, value in SINGLE_TASK_BETAS.items() if key not in explicit})
     problem = find_problem(config, profile)
     if problem:
         parser.error(problem)

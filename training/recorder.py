@@ -24,7 +24,7 @@ from training.config import CONFIG_FORMAT, RunConfig
 from training.interrupts import NonFiniteTraining
 from training.options import parse_options
 from utils.errors import UserInputError
-from utils.files import append_csv_row, atomic_write_bytes, read_csv_header, save_torch, write_csv, write_json
+from utils.files import append_csv_row, atomic_write_bytes, check_csv_table, save_torch, write_csv, write_json
 
 CHECKPOINT_FORMAT = 2
 
@@ -176,7 +176,7 @@ def check_summary_file(path):
     """UserInputError when the summary CSV at `path` exists but cannot take another row (checked before
     training, so a long run does not fail at its very end)."""
     try:
-        read_csv_header(path)
+        check_csv_table(path)
     except ValueError as error:
         raise UserInputError(f"{error}; move or repair it (the summary of finished runs), or use another "
                              "--save_path") from None

@@ -12,6 +12,7 @@ from losses.xtask import COMPONENT_NAMES
 from training import engine
 from training.config import SUMMARISED, keys_with
 from utils import plots
+from utils.consistency_energy import describe
 from utils.metric_definitions import METRICS, STANDARD, TASKS, metric_key, select
 from utils.metric_definitions import PROTOCOLS as METRIC_PROTOCOLS
 from utils.timing import inference_latency_ms
@@ -132,14 +133,18 @@ def print_latency(model, context):
 def evaluate_and_report(context, model, balancer, loader, folder, history, baseline=None):
     """Evaluate `model` on `loader`, print the table, write figures into `folder` (None: none, unless
     --view_only; loss curves from `history`) and return the results dict for results.json (the caller
-    adds the checkpoint's epoch)."""
+    adds the checkpoint's epoch); it holds the consistency energy (ENERGY_KEYS) unless the model has no
+    transfer nets or --direct_only is given."""
     run, dataset = context.config.run, loader.dataset
-    metrics, depth_pairs = engine.evaluate_metrics(model, loader, context.device, dataset.num_classes,
-                                                   dataset.ignore_index, progress=not run.notqdm)
+    metrics, depth_pairs, energy = engine.evaluate_metrics(model, loader, context.device, dataset.num_classes,
+                                                           dataset.ignore_index, progress=not run.notqdm,
+                                                           with_transfer=not run.direct_only)
     print(results_table(metrics, context, baseline))
+    if energy:
+        print(describe(energy))
     results = {"baseline": baseline, "checkpoint": "checkpoints/best.pt", "direct_only": run.direct_only,
                "split": dataset.split, "metrics": metrics, "balancing_weights": balancer.weights(),
-               "protocols": PROTOCOLS}
+               "protocols": PROTOCOLS, **energy}
     if run.time_inf:
         print_latency(model, context)
     figure_paths = []

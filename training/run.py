@@ -51,7 +51,7 @@ class RunContext:
     def loader(self, dataset, generator=None):
         """A DataLoader of this process's share of each --batch_size batch of `dataset` (all of it in one
         process; see data.sampling): shuffled by `generator` when one is given (training; a last batch
-        that would leave a process a single image, which BatchNorm cannot normalise, is dropped), in
+        that would leave a process a single image is dropped: see data.sampling), in
         order otherwise. Workers are started per epoch, so each epoch's augmentation stream is set."""
         data, processes = self.config.data, self.processes
         sampler = ShardedBatchSampler(len(dataset), data.batch_size, processes.rank, processes.world_size,
@@ -98,11 +98,11 @@ def resume_folder(config):
     return resume
 
 
-def resumed_config(config, folder):
-    """The configuration of the run in `folder`, with the settings a resume may change taken from
-    `config`; UserInputError listing the flags given now that would change the model, data or
-    optimisation."""
-    saved = read_run(folder).config
+def resumed_config(config, record):
+    """The configuration of the run `record` (training.recorder.RunRecord) read back, with the settings
+    a resume may change taken from `config`; UserInputError listing the flags given now that would
+    change the model, data or optimisation."""
+    saved, folder = record.config, record.folder
     if saved is None:
         raise UserInputError(f"--resume: cannot read the configuration of the run: {folder} has no config.json")
     resumable = keys_with(RESUMABLE)
@@ -275,7 +275,12 @@ def seeded_runs(config):
 def run(profile, config, stop):
     """Train (once, or once per seed), resume or evaluate as the configuration says."""
     if config.run.resume is not None:
-        config = resumed_config(config, resume_folder(config))
+        record = read_run(resume_folder(config))
+        config = resumed_config(config, record)
+        if record.finished and len(record.history) >= config.optimization.epochs:
+            print(f"{record.folder} finished all {len(record.history)} epochs of its run: nothing to resume "
+                  f"(--epochs N with N > {len(record.history)} trains it on)")
+            return
     processes = distributed.init_from_environment(use_cuda=select_device(config.run.cpu).type == "cuda")
     if processes.is_distributed and config.run.demo:
         raise UserInputError("--demo generates its dataset in one process: run it without torchrun")

@@ -82,6 +82,26 @@ def read_csv_header(path):
     return columns
 
 
+def check_csv_table(path):
+    """The column names of the CSV at `path` (None when the file is missing or empty) after reading the
+    whole file: ValueError naming the line when its header is not one (see read_csv_header), a quoted
+    field never ends, or a row has more fields than the header (rows with fewer are rows written before
+    a column was added)."""
+    columns = read_csv_header(path)
+    if columns is None:
+        return None
+    try:
+        with open(path, newline="", encoding="utf-8") as stream:
+            reader = csv.reader(stream, strict=True)
+            for row in reader:
+                if len(row) > len(columns):
+                    raise ValueError(f"{path}: line {reader.line_num} has {len(row)} fields, the header "
+                                     f"{len(columns)}")
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise ValueError(f"{path}: not a readable CSV table after line {reader.line_num} ({error})") from None
+    return columns
+
+
 def csv_line(values):
     """One CSV line (with its newline) holding `values`."""
     buffer = io.StringIO()
@@ -96,7 +116,7 @@ def append_csv_row(path, row):
     losing each other's rows; the file is replaced atomically."""
     with open(path + ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        columns = read_csv_header(path)
+        columns = check_csv_table(path)
         if columns is None:
             write_csv(path, [row])
             return

@@ -269,3 +269,26 @@ def plot_depth_error(depth_target: np.ndarray, depth_prediction: np.ndarray, pat
     top_axes.set_title(f"depth error against ground truth ({target.size} pixels, {bins} bins)")
     bottom_axes.set_xlabel(f"ground truth, {depth_label}")
     save_figure(figure, path)
+
+
+def plot_curves_with_bands(panels, path) -> None:
+    """Panels side by side, one per (title, y label, {line label: (epochs [E], means [E], stds [E])}): a line
+    of the means per label against epoch, with a band of mean ± std where the std is a finite number (None:
+    no band, e.g. a single run); saved as a PNG to `path`."""
+    figure = Figure(figsize=(6.0 * len(panels), 4.5), layout="constrained")
+    for axes, (title, ylabel, lines) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels):
+        for label, (epochs, means, stds) in lines.items():
+            epochs, means, stds = (np.asarray(values, dtype=np.float64) for values in (epochs, means, stds))
+            line, = axes.plot(epochs, means, marker="o", markersize=3, label=label)
+            banded = np.isfinite(stds)
+            if banded.any():
+                axes.fill_between(epochs[banded], (means - stds)[banded], (means + stds)[banded],
+                                  color=line.get_color(), alpha=0.2, linewidth=0)
+        axes.set_title(title)
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(ylabel)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(True, alpha=0.3)
+        if lines:
+            axes.legend()
+    save_figure(figure, path)

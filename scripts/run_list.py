@@ -1,0 +1,87 @@
+"""What the study scripts share: a list of planned runs of the entry scripts, printed and checked by
+the option parser (--dry_run), or run one after the other from the repository root.
+
+A planned run is (run, arguments): `run` has `name`, `dataset` ("cityscapes" or "nyu") and `comment`
+(what follows the command line after "#"); `arguments` are the entry script's.
+"""
+import contextlib
+import io
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from types import MappingProxyType
+
+from data import CITYSCAPES, NYUV2
+from training.options import parse_options
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ENTRY_SCRIPTS = MappingProxyType({"cityscapes": "main_cross_cs.py", "nyu": "main_cross_nyu.py"})
+DATASET_PROFILES = MappingProxyType({"cityscapes": CITYSCAPES, "nyu": NYUV2})
+DEFAULT_SEEDS = (0, 1, 2)
+
+
+def name_matches(name, pattern):
+    """Whether `pattern` is a substring of `name` or a regular expression found in it (a pattern that is
+    not a regular expression matches as a substring only)."""
+    if pattern in name:
+        return True
+    try:
+        return re.search(pattern, name) is not None
+    except re.error:
+        return False
+
+
+def selection_problem(pattern):
+    """The message for an --only `pattern` that selected no run: not a regular expression, or no match."""
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        return f"--only {pattern!r}: it is not a valid regular expression ({error})"
+    return f"--only {pattern!r}: no run name matches it"
+
+
+def command_line(run, arguments):
+    """The shell line of a run, its comment after "#"."""
+    return f"{shlex.join(['python', ENTRY_SCRIPTS[run.dataset], *arguments])}  # {run.comment}"
+
+
+def parse_problem(run, arguments):
+    """Why `arguments` do not parse for `run`'s dataset (training.options.parse_options), or None."""
+    messages = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(messages):
+            parse_options(DATASET_PROFILES[run.dataset], arguments)
+    except SystemExit:
+        lines = messages.getvalue().strip().splitlines()
+        return lines[-1].split("error: ", 1)[-1] if lines else "refused by the option parser"
+    return None
+
+
+def dry_run(planned):
+    """Print each planned (run, arguments) as a command and check that it parses; 0 when all do, else 2."""
+    problems = []
+    for run, arguments in planned:
+        print(command_line(run, arguments))
+        problem = parse_problem(run, arguments)
+        if problem:
+            problems.append(f"{run.name}: {problem}")
+    if problems:
+        print(f"{len(problems)} of {len(planned)} commands do not parse:", *problems, sep="\n  ", file=sys.stderr)
+        return 2
+    print(f"{len(planned)} commands, all parse")
+    return 0
+
+
+def execute(planned, save_path):
+    """Run each planned (run, arguments) from the repository root and stop at the first failure; returns
+    its exit status, or 0 when every run finished."""
+    for index, (run, arguments) in enumerate(planned, start=1):
+        print(f"[{index}/{len(planned)}] {command_line(run, arguments)}", flush=True)
+        status = subprocess.run([sys.executable, ENTRY_SCRIPTS[run.dataset], *arguments], cwd=REPO_ROOT).returncode
+        if status != 0:
+            print(f"error: {run.name} failed with exit status {status}; stopping. The runs before it are in "
+                  f"{save_path}; rerun the rest with --only.", file=sys.stderr)
+            return status
+    return 0
