@@ -32,8 +32,7 @@ import sys
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from scripts.run_list import (DEFAULT_SEEDS, ENTRY_SCRIPTS, REPO_ROOT, dry_run, execute, name_matches,
-                              selection_problem)
+from scripts.run_list import DEFAULT_SEEDS, ENTRY_SCRIPTS, REPO_ROOT, dry_run, execute, plan
 
 DEFAULT_SAVE_PATH = "./exps"
 PAPER_BALANCING = ("--uncertainty_weights",)
@@ -161,12 +160,10 @@ def parse_arguments(argv):
 def main(argv=None):
     """Plan the runs, then print and check them (--dry_run) or run them and the report; the exit status."""
     options, extra = parse_arguments(argv)
-    runs = [run for run in ablation_runs(options.dataset)
-            if options.only is None or name_matches(run.name, options.only)]
-    if not runs:
-        print(f"error: {selection_problem(options.only)}", file=sys.stderr)
+    planned = plan(ablation_runs(options.dataset), options.only,
+                   lambda run: entry_arguments(run, options.seeds, options.save_path, extra))
+    if planned is None:
         return 2
-    planned = [(run, entry_arguments(run, options.seeds, options.save_path, extra)) for run in runs]
     if options.dry_run:
         status = dry_run(planned)
         if status == 0:

@@ -27,8 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from losses.xtask import CONSISTENCY_METHODS
-from scripts.run_list import (DATASET_PROFILES, DEFAULT_SEEDS, REPO_ROOT, dry_run, execute, name_matches,
-                              selection_problem)
+from scripts.run_list import DATASET_PROFILES, DEFAULT_SEEDS, REPO_ROOT, dry_run, execute, plan
 from training.options import build_parser
 from training.recorder import read_run
 from utils import plots
@@ -161,12 +160,10 @@ def parse_arguments(argv):
 def main(argv=None):
     """Plan the runs, then print and check them (--dry_run) or run them and write the figure; the exit status."""
     options, extra = parse_arguments(argv)
-    runs = [run for run in consistency_runs(options.dataset)
-            if options.only is None or name_matches(run.name, options.only)]
-    if not runs:
-        print(f"error: {selection_problem(options.only)}", file=sys.stderr)
+    planned = plan(consistency_runs(options.dataset), options.only,
+                   lambda run: entry_arguments(run, options.seeds, options.save_path, extra))
+    if planned is None:
         return 2
-    planned = [(run, entry_arguments(run, options.seeds, options.save_path, extra)) for run in runs]
     if options.dry_run:
         return dry_run(planned)
     status = execute(planned, options.save_path)

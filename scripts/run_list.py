@@ -42,6 +42,16 @@ def selection_problem(pattern):
     return f"--only {pattern!r}: no run name matches it"
 
 
+def plan(runs, only, arguments_of):
+    """The planned (run, arguments_of(run)) of the `runs` whose name `only` selects (all when None); None,
+    after printing why, when it selects none."""
+    selected = [run for run in runs if only is None or name_matches(run.name, only)]
+    if not selected:
+        print(f"error: {selection_problem(only)}", file=sys.stderr)
+        return None
+    return [(run, arguments_of(run)) for run in selected]
+
+
 def command_line(run, arguments):
     """The shell line of a run, its comment after "#"."""
     return f"{shlex.join(['python', ENTRY_SCRIPTS[run.dataset], *arguments])}  # {run.comment}"

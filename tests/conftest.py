@@ -3,9 +3,13 @@ there), so no test reads or writes ~/.cache; the small raw Cityscapes and NYUv2 
 run that the end-to-end tests of the entry scripts share, and one finished tiny run for the tests that
 only read a finished run's files.
 
-Under pytest-xdist (`-n`, PYTEST_XDIST_WORKER set) each worker keeps torch to one intra-op thread, and
-so do the processes the tests start (OMP_NUM_THREADS): the workers share the cores."""
+The suite runs in two pytest-xdist worker processes (pytest.ini). Each worker keeps torch to one
+intra-op thread, and so do the processes the tests start (OMP_NUM_THREADS): the workers share the
+cores. The session fixtures are made once for the whole run, by the first worker that asks, in a folder
+both workers read (`made_once`)."""
+import fcntl
 import os
+import shutil
 import subprocess
 import sys
 
@@ -26,6 +30,24 @@ NYU_SPLITS = {"train": 4, "val": 3}
 HAND_WRITTEN_ROW = '"000","hand-written, ""quoted"" note"'
 
 
+def made_once(tmp_path_factory, name, make):
+    """The folder `name` of this test run, filled by `make(folder)` once: by the first process (xdist
+    worker) that asks, under an exclusive lock that the others wait on; a failed `make` leaves it to the
+    next one to try again. Shared by every worker, so the tests only read it (or copy it)."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the run's folder, above each worker's own popen-gwN
+    folder, done = base / name, base / f"{name}.done"
+    with open(base / f"{name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            make(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(autouse=True)
 def private_user_cache(tmp_path_factory, monkeypatch):
     """Point $XDG_CACHE_HOME (data.cache.user_cache_dir) at a fresh temporary folder."""
@@ -34,16 +56,15 @@ def private_user_cache(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="session")
 def cityscapes_root(tmp_path_factory):
-    """A raw Cityscapes dataset (CITYSCAPES_SPLITS: 4 train, 3 val scenes) at 256x128, generated once per
-    session."""
-    return str(write_cityscapes_raw(tmp_path_factory.mktemp("cityscapes"), CITYSCAPES_SPLITS, 128, 256, seed=2))
+    """A raw Cityscapes dataset (CITYSCAPES_SPLITS: 4 train, 3 val scenes) at 256x128."""
+    return str(made_once(tmp_path_factory, "cityscapes",
+                         lambda folder: write_cityscapes_raw(folder, CITYSCAPES_SPLITS, 128, 256, seed=2)))
 
 
 @pytest.fixture(scope="session")
 def nyu_root(tmp_path_factory):
-    """An NYUv2 dataset in the MTAN layout (NYU_SPLITS: 4 train, 3 val scenes) at 128x96, generated once per
-    session."""
-    return str(write_nyu_mtan(tmp_path_factory.mktemp("nyu"), NYU_SPLITS, 96, 128, seed=1))
+    """An NYUv2 dataset in the MTAN layout (NYU_SPLITS: 4 train, 3 val scenes) at 128x96."""
+    return str(made_once(tmp_path_factory, "nyu", lambda folder: write_nyu_mtan(folder, NYU_SPLITS, 96, 128, seed=1)))
 
 
 def tiny_run_arguments(root, save_path, *extra, plots=False):
@@ -59,26 +80,30 @@ def tiny_run():
     return tiny_run_arguments
 
 
-@pytest.fixture(scope="session")
-def finished_run(cityscapes_root, tmp_path_factory):
-    """The save path of one finished tiny Cityscapes run, made once per session by the entry script in
-    its own process (umask 022): --uncertainty_weights, 2 epochs, figures and --tensorboard on, after
-    a hand-edited row (HAND_WRITTEN_ROW, experiment "000") was written into results.csv. Experiment
-    001 holds the run; save_path.parent / "stdout.txt" what it printed. Read it only: a test that writes copies
-    it first (shutil.copytree)."""
-    base = tmp_path_factory.mktemp("finished")
-    save_path = base / "exps"
+def run_the_finished_run(folder, cityscapes_root):
+    """The shared finished run: the entry script in its own process, umask 022, into folder/exps after a
+    hand-edited results.csv row; what it printed into folder/stdout.txt."""
+    save_path = folder / "exps"
     save_path.mkdir()
     (save_path / "results.csv").write_text(f"experiment,note\n{HAND_WRITTEN_ROW}\n")
     arguments = tiny_run_arguments(cityscapes_root, save_path, "--uncertainty_weights", "--epochs", "2",
                                    "--tensorboard", plots=True)
-    environment = {**os.environ, "PYTHONPATH": REPOSITORY, "XDG_CACHE_HOME": str(base / "xdg_cache")}
+    environment = {**os.environ, "PYTHONPATH": REPOSITORY, "XDG_CACHE_HOME": str(folder / "xdg_cache")}
     previous = os.umask(0o022)
     try:
         result = subprocess.run([sys.executable, os.path.join(REPOSITORY, "main_cross_cs.py"), *arguments],
-                                cwd=base, capture_output=True, text=True, timeout=600, env=environment)
+                                cwd=folder, capture_output=True, text=True, timeout=600, env=environment)
     finally:
         os.umask(previous)
     assert result.returncode == 0, result.stderr
-    (base / "stdout.txt").write_text(result.stdout)
-    return save_path
+    (folder / "stdout.txt").write_text(result.stdout)
+
+
+@pytest.fixture(scope="session")
+def finished_run(cityscapes_root, tmp_path_factory):
+    """The save path of one finished tiny Cityscapes run (cityscapes_root): --uncertainty_weights, 2
+    epochs, figures and --tensorboard on, run by the entry script in its own process with umask 022
+    after a hand-edited row (HAND_WRITTEN_ROW, experiment "000") was written into results.csv.
+    Experiment 001 holds the run; finished_run.parent / "stdout.txt" what it printed. Read it only: a
+    test that writes copies it first (shutil.copytree)."""
+    return made_once(tmp_path_factory, "finished", lambda folder: run_the_finished_run(folder, cityscapes_root)) / "exps"
