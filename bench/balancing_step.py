@@ -1,7 +1,8 @@
-"""Training-step throughput of each loss balancing method, GradNorm in both of its forms.
+"""Training-step throughput of each loss balancing method, GradNorm, DWA and PCGrad in both of their forms.
 
 Run: python -m bench.balancing_step [--cpu] [--height 64 --width 128 --batch_size 4 --steps 5 --repeats 3]
-         [--cases none uncertainty gradnorm:paper gradnorm:original]
+         [--cases none uncertainty gradnorm:paper gradnorm:original dwa:paper dwa:original pcgrad:paper
+          pcgrad:original]
 Each case is warmed up by one step, then timed over `--repeats` interleaved rounds of `--steps` steps,
 each step on its own. Per case it prints images/s at the median step time and its ratio against the
 first case (the plain sum by default), the fastest step and its ratio (closest to an idle machine when
@@ -21,14 +22,15 @@ from data import CITYSCAPES
 from training.engine import build_training, train_step
 from training.options import parse_options
 
-CASES = ("none", "uncertainty", "gradnorm:paper", "gradnorm:original")
+CASES = ("none", "uncertainty", "gradnorm:paper", "gradnorm:original", "dwa:paper", "dwa:original", "pcgrad:paper",
+         "pcgrad:original")
 
 
 def build_case(case, arguments, device):
     """TrainingParts for `case` ("method" or "method:form") from the engine's builder, as the Cityscapes
     entry script builds them at the benchmark's size (the same seeded model for every case)."""
     method, _, form = case.partition(":")
-    config = parse_options(CITYSCAPES, ["--balancing", method, "--gradnorm_form", form or "paper", "--enc_layers",
+    config = parse_options(CITYSCAPES, ["--balancing", method, "--balancing_form", form or "paper", "--enc_layers",
                                         str(arguments.enc_layers), "--height", str(arguments.height), "--width",
                                         str(arguments.width), "--batch_size", str(arguments.batch_size)])
     parts = build_training(config, device, config.data.num_classes)

@@ -11,17 +11,24 @@ nothing is ever written outside the cache folder. Inside it, per split and setti
     {key hash}/segmentation.npy   [N, H, W] uint8 when the classes leave 255 free (ignore_index
                                   stored as 255 when it is not 0..255 itself), else int16, int32, int64
     {key hash}/depth.npy          [N, H, W] float32
+    {key hash}/normal.npy         [N, H, W, 3] float32, only when the dataset reads normals: float32 gives
+                                  the unit vectors back bit for bit, so cached and file samples stay
+                                  identical (float16 would move each component by up to 5e-4 and the
+                                  length off 1 by up to about 1e-3)
     {key hash}/manifest.json      written last: the key, sample and valid pixel counts, dtypes
     {key hash}.lock               held (fcntl.flock) while that key is built
     .{key hash}.building-{pid}/   a build in progress, renamed to {key hash}/ when its arrays are complete
 
 The key hash is the first KEY_HASH_LENGTH hex digits of the SHA-256 of the key as JSON: CACHE_VERSION,
-layout, split, height, width, num_classes, ignore_index and every source file's name (relative to the
-dataset root), size and mtime (ns). Changed files or settings give another folder; a folder without
-a manifest matching its key is partial and is rebuilt, never read.
+layout, split, height, width, num_classes, ignore_index, every source file's name (relative to the
+dataset root), size and mtime (ns), and the dataset's tasks when it reads normals (no "tasks" entry
+otherwise, so segmentation + depth caches keep the key they had before normals were read, and a
+dataset with normals never shares a folder with one without). Changed files or settings give another
+folder; a folder without a manifest matching its key is partial and is rebuilt, never read.
 
 A dataset here is a MultiTaskDataset (data.dataset): it has root, layout, split, height, width,
-num_classes, ignore_index, samples (one tuple of file paths per sample) and read_sample.
+num_classes, ignore_index, tasks, reads_normals, samples (one tuple of file paths per sample) and
+read_sample.
 """
 
 import fcntl
@@ -42,7 +49,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data.layouts import check_not_broken_link
-from data.transforms import image_as_float
+from data.transforms import image_as_float, valid_normal_mask
 from utils.errors import UserInputError
 from utils.files import write_json
 
@@ -52,6 +59,7 @@ MANIFEST_NAME = "manifest.json"
 BUILDING_INFIX = ".building-"
 KEY_HASH_LENGTH = 16
 FIELDS = ("image", "segmentation", "depth")
+NORMAL_FIELD = "normal"
 NARROW_IMAGE_DTYPES = ("uint8", "float16")  # tried in this order; float32 when neither gives the image back
 WIDE_IMAGE_DTYPE = "float32"
 SPARE_UINT8_LABEL = 255
@@ -61,19 +69,21 @@ CHUNKS_PER_WORKER = 4
 MIN_PARALLEL_SECONDS = 0.5  # below this estimated reading time, starting worker processes costs more than it saves
 MAX_CHUNK_BYTES = 64 * 2 ** 20
 READ_BYTES_PER_PIXEL = 3 * 4 + 8 + 4  # float32 RGB, int64 label, float32 depth, as read_sample returns them
+NORMAL_BYTES_PER_PIXEL = 3 * 4  # float32 normal vector
 
 
 class ChunkArrays(NamedTuple):
-    """Consecutive samples read for the cache: images [n, H, W, 3] (uint8 or float32), segmentation
-    [n, H, W] in the storage dtype, depth float32 [n, H, W]; how many of their label pixels are not
-    ignore_index and how many depth pixels are > 0; and which NARROW_IMAGE_DTYPES give every float
-    image back exactly (all of them for uint8 images)."""
+    """Consecutive samples read for the cache: `maps`, one array per cached field (FIELDS, then
+    NORMAL_FIELD when the dataset reads normals): images [n, H, W, 3] (uint8 or float32), segmentation
+    [n, H, W] in the storage dtype, depth float32 [n, H, W], normal float32 [n, H, W, 3]; how many of
+    their label pixels are not ignore_index, how many depth pixels are > 0 and how many normals are
+    vectors (0 without normals); and which NARROW_IMAGE_DTYPES give every float image back exactly (all
+    of them for uint8 images)."""
 
-    images: np.ndarray
-    segmentation: np.ndarray
-    depth: np.ndarray
+    maps: tuple
     valid_label_pixels: int
     valid_depth_pixels: int
+    valid_normal_pixels: int
     exact_image_dtypes: tuple
 
 
@@ -105,10 +115,19 @@ def source_files(root, samples: list) -> list:
 
 
 def cache_key(dataset) -> dict:
-    """Everything that changes the cached content of `dataset`'s split (JSON-ready)."""
-    return {"cache_version": CACHE_VERSION, "layout": dataset.layout, "split": dataset.split,
-            "height": dataset.height, "width": dataset.width, "num_classes": dataset.num_classes,
-            "ignore_index": dataset.ignore_index, "files": source_files(dataset.root, dataset.samples)}
+    """Everything that changes the cached content of `dataset`'s split (JSON-ready); "tasks" only when
+    the dataset reads normals (the segmentation + depth key is the one it was before normals)."""
+    key = {"cache_version": CACHE_VERSION, "layout": dataset.layout, "split": dataset.split,
+           "height": dataset.height, "width": dataset.width, "num_classes": dataset.num_classes,
+           "ignore_index": dataset.ignore_index, "files": source_files(dataset.root, dataset.samples)}
+    if dataset.reads_normals:
+        key["tasks"] = list(dataset.tasks)
+    return key
+
+
+def cache_fields(key: dict) -> tuple:
+    """The fields (array files) of the cache of `key`: FIELDS, then NORMAL_FIELD when its tasks hold it."""
+    return FIELDS + ((NORMAL_FIELD,) if NORMAL_FIELD in key.get("tasks", ()) else ())
 
 
 def key_hash(key: dict) -> str:
@@ -162,11 +181,12 @@ def read_chunk(dataset, indices: range) -> ChunkArrays:
     """Read and check samples `indices` of `dataset` with its read_sample (raising its UserInputError
     for a bad file) and prepare them for storage; runs in the build's worker processes."""
     storage = segmentation_storage(dataset.num_classes, dataset.ignore_index)
-    images, segmentations, depths = [], [], []
+    images, segmentations, depths, normals = [], [], [], []
     exact = NARROW_IMAGE_DTYPES
-    valid_label_pixels = valid_depth_pixels = 0
+    valid_label_pixels = valid_depth_pixels = valid_normal_pixels = 0
     for index in indices:
-        image, segmentation, depth = dataset.read_sample(dataset.samples[index])
+        sample = dataset.read_sample(dataset.samples[index])
+        image, segmentation, depth = sample[:3]
         if image.dtype != np.uint8:
             image = image.astype(np.float32)
             exact = exact_image_dtypes(image, exact)
@@ -175,8 +195,13 @@ def read_chunk(dataset, indices: range) -> ChunkArrays:
         images.append(image)
         segmentations.append(encode_segmentation(segmentation, dataset.ignore_index, storage))
         depths.append(depth.astype(np.float32))
-    return ChunkArrays(np.stack(images), np.stack(segmentations), np.stack(depths), valid_label_pixels,
-                       valid_depth_pixels, exact)
+        if dataset.reads_normals:
+            valid_normal_pixels += int(np.count_nonzero(valid_normal_mask(sample[3])))
+            normals.append(sample[3].astype(np.float32))
+    maps = (np.stack(images), np.stack(segmentations), np.stack(depths))
+    if dataset.reads_normals:
+        maps += (np.stack(normals),)
+    return ChunkArrays(maps, valid_label_pixels, valid_depth_pixels, valid_normal_pixels, exact)
 
 
 def chunk_ranges(indices: range, workers: int, sample_bytes: int) -> list:
@@ -198,13 +223,15 @@ def map_in_processes(function, chunks: list, workers: int):
 
 
 def split_folder_of(dataset, field_position: int) -> str:
-    """The folder holding every file of one field (0 image, 1 label, 2 depth) of the split."""
+    """The folder holding every file of one field (0 image, 1 label, 2 depth, 3 normal) of the split."""
     return os.path.commonpath([str(Path(sample[field_position]).parent) for sample in dataset.samples])
 
 
-def refuse_split_without_targets(dataset, valid_label_pixels: int, valid_depth_pixels: int) -> None:
-    """Raise UserInputError naming the split's folder when none of its label pixels is a class or none
-    of its depth pixels is valid: such a split cannot train or evaluate that task."""
+def refuse_split_without_targets(dataset, valid_label_pixels: int, valid_depth_pixels: int,
+                                 valid_normal_pixels: int = 0) -> None:
+    """Raise UserInputError naming the split's folder when none of its label pixels is a class, none
+    of its depth pixels is valid or, when the dataset reads normals, none of its normals is a vector:
+    such a split cannot train or evaluate that task."""
     count = len(dataset.samples)
     if valid_label_pixels == 0:
         raise UserInputError(
@@ -214,6 +241,10 @@ def refuse_split_without_targets(dataset, valid_label_pixels: int, valid_depth_p
         raise UserInputError(
             f"split {dataset.split!r} has no valid depth pixel: every depth value of its {count} samples in "
             f"{split_folder_of(dataset, 2)} is 0 (missing); expected some depth > 0")
+    if dataset.reads_normals and valid_normal_pixels == 0:
+        raise UserInputError(
+            f"split {dataset.split!r} has no valid normal pixel: every normal of its {count} samples in "
+            f"{split_folder_of(dataset, 3)} has all three components 0 (invalid); expected some unit vectors")
 
 
 def narrow_image_file(path: Path, dtype: str, rows_per_step: int) -> None:
@@ -238,18 +269,20 @@ def read_all_chunks(dataset) -> tuple:
     first = read_chunk(dataset, range(0, 1))
     estimated_seconds = (time.perf_counter() - start) * (count - 1)
     workers = min(os.cpu_count() or 1, MAX_WORKERS) if estimated_seconds >= MIN_PARALLEL_SECONDS else 1
-    rest = chunk_ranges(range(1, count), workers, dataset.height * dataset.width * READ_BYTES_PER_PIXEL)
+    bytes_per_pixel = READ_BYTES_PER_PIXEL + (NORMAL_BYTES_PER_PIXEL if dataset.reads_normals else 0)
+    rest = chunk_ranges(range(1, count), workers, dataset.height * dataset.width * bytes_per_pixel)
     read = functools.partial(read_chunk, dataset)
     return [range(0, 1)] + rest, itertools.chain([first], map_in_processes(read, rest, min(workers, len(rest))))
 
 
 def write_arrays(dataset, folder: Path, progress: bool) -> dict:
-    """Read every sample of `dataset` (in parallel when worth it) and write image.npy, segmentation.npy
-    and depth.npy into `folder`; returns what the manifest records besides the key (counts, dtypes,
-    stored ignore value)."""
+    """Read every sample of `dataset` (in parallel when worth it) and write image.npy, segmentation.npy,
+    depth.npy and, when it reads normals, normal.npy into `folder`; returns what the manifest records
+    besides the key (counts, dtypes, stored ignore value)."""
     count = len(dataset.samples)
+    fields = FIELDS + ((NORMAL_FIELD,) if dataset.reads_normals else ())
     arrays = {}
-    valid_label_pixels = valid_depth_pixels = 0
+    valid_label_pixels = valid_depth_pixels = valid_normal_pixels = 0
     exact = NARROW_IMAGE_DTYPES
     with tqdm(total=count, desc=f"caching {dataset.split} ({dataset.layout}, {dataset.height}x{dataset.width})",
               unit="sample", disable=None if progress else True) as bar:
@@ -258,30 +291,34 @@ def write_arrays(dataset, folder: Path, progress: bool) -> dict:
             if not arrays:
                 arrays = {field: np.lib.format.open_memmap(folder / f"{field}.npy", mode="w+", dtype=array.dtype,
                                                            shape=(count,) + array.shape[1:])
-                          for field, array in zip(FIELDS, arrays_of_chunk)}
-            for field, array in zip(FIELDS, arrays_of_chunk):
+                          for field, array in zip(fields, arrays_of_chunk.maps)}
+            for field, array in zip(fields, arrays_of_chunk.maps):
                 arrays[field][chunk.start:chunk.stop] = array
             valid_label_pixels += arrays_of_chunk.valid_label_pixels
             valid_depth_pixels += arrays_of_chunk.valid_depth_pixels
+            valid_normal_pixels += arrays_of_chunk.valid_normal_pixels
             exact = tuple(dtype for dtype in exact if dtype in arrays_of_chunk.exact_image_dtypes)
             bar.update(len(chunk))
     dtypes = {field: str(array.dtype) for field, array in arrays.items()}
     for array in arrays.values():
         array.flush()
     del arrays
-    refuse_split_without_targets(dataset, valid_label_pixels, valid_depth_pixels)
+    refuse_split_without_targets(dataset, valid_label_pixels, valid_depth_pixels, valid_normal_pixels)
     if dtypes["image"] == WIDE_IMAGE_DTYPE and exact:
         narrow_image_file(folder / "image.npy", exact[0], max(len(chunk) for chunk in chunks))
         dtypes["image"] = exact[0]
-    return {"samples": count, "valid_label_pixels": valid_label_pixels, "valid_depth_pixels": valid_depth_pixels,
-            "dtypes": dtypes,
+    counts = {"samples": count, "valid_label_pixels": valid_label_pixels, "valid_depth_pixels": valid_depth_pixels}
+    if dataset.reads_normals:
+        counts["valid_normal_pixels"] = valid_normal_pixels
+    return {**counts, "dtypes": dtypes,
             "stored_ignore_index": segmentation_storage(dataset.num_classes, dataset.ignore_index)[1]}
 
 
-def open_cache_arrays(folder: Path) -> dict:
-    """The cached arrays of a split, memory-mapped read-only: {"image": [N, H, W, 3], "segmentation":
-    [N, H, W], "depth": [N, H, W]} (no file stays open)."""
-    return {field: np.load(Path(folder) / f"{field}.npy", mmap_mode="r") for field in FIELDS}
+def open_cache_arrays(folder: Path, key: dict) -> dict:
+    """The cached arrays of the split of `key` in `folder`, memory-mapped read-only: {"image": [N, H, W,
+    3], "segmentation": [N, H, W], "depth": [N, H, W]} and "normal": [N, H, W, 3] when the key's tasks
+    hold it (no file stays open)."""
+    return {field: np.load(Path(folder) / f"{field}.npy", mmap_mode="r") for field in cache_fields(key)}
 
 
 def finished_manifest(folder: Path, key: dict):
@@ -289,10 +326,10 @@ def finished_manifest(folder: Path, key: dict):
     manifest, another key, or arrays missing or not of the recorded dtype and sample count."""
     try:
         manifest = json.loads((folder / MANIFEST_NAME).read_text())
-        arrays = open_cache_arrays(folder)
+        if manifest.get("key") != key:
+            return None
+        arrays = open_cache_arrays(folder, key)
     except (OSError, ValueError):
-        return None
-    if manifest.get("key") != key:
         return None
     dtypes = {field: str(array.dtype) for field, array in arrays.items()}
     if dtypes != manifest["dtypes"] or any(len(array) != manifest["samples"] for array in arrays.values()):
@@ -360,8 +397,12 @@ def find_or_build_cache(dataset, cache_dir=None, progress: bool = True) -> tuple
 
 def cached_sample(arrays: dict, manifest: dict, index: int) -> tuple:
     """Sample `index` from the memory-mapped `arrays` exactly as read_sample gave it, image converted:
-    image float32 [H, W, 3] in [0, 1], segmentation int64 [H, W], depth float32 [H, W] (new arrays)."""
-    return (image_as_float(arrays["image"][index]),
-            decode_segmentation(arrays["segmentation"][index], manifest["key"]["ignore_index"],
-                                manifest["stored_ignore_index"]),
-            np.array(arrays["depth"][index], dtype=np.float32))
+    image float32 [H, W, 3] in [0, 1], segmentation int64 [H, W], depth float32 [H, W], and normal
+    float32 [H, W, 3] when cached (new arrays)."""
+    sample = (image_as_float(arrays["image"][index]),
+              decode_segmentation(arrays["segmentation"][index], manifest["key"]["ignore_index"],
+                                  manifest["stored_ignore_index"]),
+              np.array(arrays["depth"][index], dtype=np.float32))
+    if NORMAL_FIELD not in arrays:
+        return sample
+    return sample + (np.array(arrays[NORMAL_FIELD][index], dtype=np.float32),)

@@ -16,7 +16,7 @@ import numpy as np
 from torchvision.datasets import Cityscapes
 
 from data.common import check_label_values, check_same_size, read_npy_sample, read_png
-from data.dataset import MultiTaskDataset
+from data.dataset import DEFAULT_TASKS, MultiTaskDataset
 from data.layouts import (CITYSCAPES_MTAN, CITYSCAPES_RAW, NYU_MTAN, check_not_broken_link, detect_layout,
                           list_npy_samples, require_folder)
 from data.transforms import resize_sample
@@ -175,8 +175,11 @@ class CityscapesDataset(MultiTaskDataset):
     normalise_image = True
 
     def __init__(self, root, split: str, height: int = 128, width: int = 256, num_classes: int = 7,
-                 ignore_index: int = 250, augment: bool = False, seed: int = 0, *, cache=True):
-        """root: dataset folder in either Cityscapes layout; split: e.g. "train" or "val"."""
+                 ignore_index: int = 250, augment: bool = False, seed: int = 0, *, cache=True,
+                 tasks: tuple = DEFAULT_TASKS):
+        """root: dataset folder in either Cityscapes layout; split: e.g. "train" or "val"; tasks: the
+        targets of a sample, DEFAULT_TASKS only (Cityscapes has no surface normals)."""
+        tasks = self.checked_tasks(tasks)
         check_cityscapes_class_count(num_classes)
         root = Path(root)
         layout = detect_layout(root)
@@ -191,7 +194,7 @@ class CityscapesDataset(MultiTaskDataset):
         self.layout = layout
         self.label_lookup = cityscapes_label_lookup(num_classes, ignore_index)
         super().__init__(root, split, samples, cityscapes_class_table(num_classes), (height, width), ignore_index,
-                         augment, seed)
+                         augment, seed, tasks=tasks)
         if cache is not False:
             self.use_cache(None if cache is True else cache)
 

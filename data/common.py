@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 
 from data.layouts import check_not_broken_link
-from data.transforms import resize_sample
+from data.transforms import resize_normals, resize_sample
 from utils.errors import UserInputError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -108,26 +108,50 @@ def check_depth_values(depth: np.ndarray, path: Path, units: str) -> None:
                              f"{units} >= 0, 0 where missing")
 
 
+def check_normal_values(normal: np.ndarray, path: Path) -> None:
+    """Raise UserInputError unless the normal map [H, W, 3] holds finite floats (unit vectors, all three
+    components 0 where invalid; their length is not checked: reading renormalises them)."""
+    expected = "finite float unit vectors, all three components 0 where invalid"
+    if normal.dtype.kind != "f":
+        raise UserInputError(f"{path} holds a normal map of dtype {normal.dtype}; expected {expected} (the MTAN "
+                             "release stores float32)")
+    if not np.isfinite(normal).all():
+        raise UserInputError(f"{path} holds NaN or infinite normal values; expected {expected}")
+
+
 def read_npy_sample(paths: tuple, num_classes: int, ignore_index: int, depth_units: str, height: int,
                     width: int) -> tuple:
-    """Read one MTAN sample from its (image, label, depth) .npy paths, check it and resize it to
-    height x width (image INTER_AREA, label and depth centred nearest neighbour, INTER_NEAREST_EXACT).
+    """Read one MTAN sample from its (image, label, depth) or (image, label, depth, normal) .npy paths,
+    check it and resize it to height x width (image INTER_AREA; label, depth and normal centred nearest
+    neighbour, INTER_NEAREST_EXACT).
 
     Returns image float32 [H, W, 3] in [0, 1], segmentation int64 [H, W] with classes 0..C-1 and
-    `ignore_index` where the file holds -1, and depth float32 [H, W] in `depth_units` (0 missing).
+    `ignore_index` where the file holds -1, depth float32 [H, W] in `depth_units` (0 missing), and with
+    a normal path normal float32 [H, W, 3] 4th: unit vectors (renormalised after the resize, see
+    data.transforms.resize_normals), exactly 0 where the file holds all three components 0 (invalid).
     """
-    image_path, label_path, depth_path = paths
+    image_path, label_path, depth_path = paths[:3]
     image = as_map(read_npy(image_path), image_path, "image", 3)
     label = as_map(read_npy(label_path), label_path, "label map", 1)
     depth = as_map(read_npy(depth_path), depth_path, "depth map", 1)
-    check_same_size(((image_path, image), (label_path, label), (depth_path, depth)))
+    named_maps = ((image_path, image), (label_path, label), (depth_path, depth))
+    if len(paths) == 4:
+        normal_path = paths[3]
+        normal = as_map(read_npy(normal_path), normal_path, "normal map", 3)
+        named_maps += ((normal_path, normal),)
+    check_same_size(named_maps)
     check_image_values(image, image_path)
     check_label_values(label, label_path, -1, num_classes - 1,
                        f"class ids 0..{num_classes - 1} and -1 for unlabelled pixels")
     check_depth_values(depth, depth_path, depth_units)
+    if len(paths) == 4:
+        check_normal_values(normal, normal_path)
     segmentation = label.astype(np.int64)
     segmentation[segmentation == -1] = ignore_index
-    return resize_sample(image.astype(np.float32), segmentation, depth.astype(np.float32), height, width)
+    sample = resize_sample(image.astype(np.float32), segmentation, depth.astype(np.float32), height, width)
+    if len(paths) == 3:
+        return sample
+    return sample + (resize_normals(normal.astype(np.float32), height, width),)
 
 
 def check_ignore_index(ignore_index: int, num_classes: int) -> None:

@@ -2,13 +2,13 @@
 
 `augment_batch` takes unaugmented samples with the parameters drawn for them on the CPU
 (MultiTaskDataset.defer_augmentation: flip, scale, top, left per sample) and gives what
-data.transforms.apply_augmentation gives sample by sample: segmentation and depth equal, the image
-equal up to float rounding. It is batched throughout: no Python loop over samples and no value read
-back to the host (beyond the first batch of a size on a device, see below), so it can run on a GPU
-without stalling it.
+data.transforms.apply_augmentation gives sample by sample: segmentation, depth and (when given)
+surface normals equal, the image equal up to float rounding. It is batched throughout: no Python loop
+over samples and no value read back to the host (beyond the first batch of a size on a device, see
+below), so it can run on a GPU without stalling it.
 
 Resampling, per output pixel, in crop coordinates (crop = crop_size(H, W, scale), out = H or W):
-- nearest (segmentation, depth): the source index that data.transforms.resize_nearest
+- nearest (segmentation, depth, normals): the source index that data.transforms.resize_nearest
   (cv2.INTER_NEAREST_EXACT) picks, about floor((x + 0.5) * crop / out). OpenCV's rounding of it is
   not that closed formula (4.x: 16-bit fixed point; 5.x: a running sum of crop / out in double, which
   lands one pixel lower at some exact integers, e.g. every third row of 192 -> 288), so the indices
@@ -18,7 +18,8 @@ Resampling, per output pixel, in crop coordinates (crop = crop_size(H, W, scale)
   first, then between rows, as cv2 does. The weights are read off cv2.resize itself (OpenCV 5.0 rounds
   the fraction more finely than a float32 coordinate would, which alone is off by up to 5e-6 and moves
   the image by up to 5e-5), so the image agrees with the CPU path's to a few float32 roundings.
-The flip is folded into the source columns (column c of the flipped sample is column W - 1 - c).
+The flip is folded into the source columns (column c of the flipped sample is column W - 1 - c); a
+flipped normal also has its x component (channel 0) negated, as data.transforms.flip_normals does.
 
 Those per-scale index and weight tables depend only on (H, W): they are computed once on the host and
 kept on each device (`resampling_tables`); the first batch of a size on a device copies them there.
@@ -108,16 +109,19 @@ def gather_columns(maps: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
     return maps.gather(3, columns[:, None, None, :].expand(batch_size, channels, height, columns.shape[1]))
 
 
-def check_batch(image: torch.Tensor, segmentation: torch.Tensor, depth: torch.Tensor,
-                augmentation: torch.Tensor) -> None:
+def check_batch(image: torch.Tensor, segmentation: torch.Tensor, depth: torch.Tensor, augmentation: torch.Tensor,
+                normal: torch.Tensor = None) -> None:
     """Raise ValueError naming the argument unless image is [N, C, H, W], segmentation [N, H, W], depth
-    [N, 1, H, W] and augmentation [N, 4], all on image's device (shapes and devices only, no values)."""
+    [N, 1, H, W], augmentation [N, 4] and normal (when given) [N, 3, H, W], all on image's device (shapes
+    and devices only, no values)."""
     if image.dim() != 4:
         raise ValueError(f"augment_batch: image has shape {tuple(image.shape)}; expected [N, C, H, W]")
     batch_size, _, height, width = image.shape
     expected = {"segmentation": (segmentation, (batch_size, height, width)),
                 "depth": (depth, (batch_size, 1, height, width)),
                 "augmentation": (augmentation, (batch_size, 4))}
+    if normal is not None:
+        expected["normal"] = (normal, (batch_size, 3, height, width))
     for name, (tensor, shape) in expected.items():
         if tuple(tensor.shape) != shape:
             raise ValueError(f"augment_batch: {name} has shape {tuple(tensor.shape)}; expected {shape} for image "
@@ -127,16 +131,18 @@ def check_batch(image: torch.Tensor, segmentation: torch.Tensor, depth: torch.Te
 
 
 def augment_batch(image: torch.Tensor, segmentation: torch.Tensor, depth: torch.Tensor, augmentation: torch.Tensor,
-                  depth_is_disparity: bool) -> tuple:
+                  depth_is_disparity: bool, *, normal: torch.Tensor = None) -> tuple:
     """The batch augmented as data.transforms.apply_augmentation augments each sample, on the tensors'
     device: image float [N, 3, H, W] (bilinear), segmentation int64 [N, H, W] and depth float
     [N, 1, H, W] (nearest; disparity multiplied by the scale when `depth_is_disparity`, metric depth
-    divided by it, 0 (missing) stays 0). augmentation: [N, 4] rows (flip 0/1, scale, top, left) as
-    MultiTaskDataset.defer_augmentation returns them (collated); each scale must be one of CROP_SCALES
-    (the nearest one is used) and each crop must lie inside the sample, as draw_augmentation draws them
-    (values are not checked: that would read them back to the host). All four on one device. Returns new
-    tensors (image, segmentation, depth) of the input shapes and dtypes."""
-    check_batch(image, segmentation, depth, augmentation)
+    divided by it, 0 (missing) stays 0), and normal float [N, 3, H, W] when given (nearest, never
+    scaled; x component negated where flipped; all-zero invalid vectors stay 0). augmentation: [N, 4]
+    rows (flip 0/1, scale, top, left) as MultiTaskDataset.defer_augmentation returns them (collated);
+    each scale must be one of CROP_SCALES (the nearest one is used) and each crop must lie inside the
+    sample, as draw_augmentation draws them (values are not checked: that would read them back to the
+    host). All on one device. Returns new tensors (image, segmentation, depth), and normal 4th when
+    given, of the input shapes and dtypes."""
+    check_batch(image, segmentation, depth, augmentation, normal)
     height, width = image.shape[2:]
     tables = resampling_tables(height, width, image.device)
     flips = augmentation[:, 0] > 0.5
@@ -172,4 +178,9 @@ def augment_batch(image: torch.Tensor, segmentation: torch.Tensor, depth: torch.
     along_upper_rows = (gather_columns(upper_row_pixels, lower_columns) * lower_column_weights
                         + gather_columns(upper_row_pixels, upper_columns) * upper_column_weights)
     augmented_image = along_lower_rows * lower_row_weights + along_upper_rows * upper_row_weights
-    return augmented_image, augmented_segmentation, augmented_depth
+    if normal is None:
+        return augmented_image, augmented_segmentation, augmented_depth
+    x_signs = 1 - 2 * flips.to(normal.dtype)  # [N]: -1 where flipped, else 1
+    channel_signs = torch.stack((x_signs, torch.ones_like(x_signs), torch.ones_like(x_signs)), dim=1)  # [N, 3]
+    augmented_normal = gather_columns(gather_rows(normal, rows), columns) * channel_signs[:, :, None, None]
+    return augmented_image, augmented_segmentation, augmented_depth, augmented_normal

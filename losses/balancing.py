@@ -33,12 +33,13 @@ from torch import nn
 
 from utils.distributed import average_across_processes, average_gradients, unwrap_model
 
-GROUP_NAMES = ("segmentation", "depth")
+GROUP_NAMES = ("segmentation", "depth", "normal")  # the groups' names by position (normal: a third task)
+CROSS_TASK_GROUPS = 2  # the cross-task loss's groups, one per decoder; GradNorm here balances these two
 BALANCING_FORMS = ("paper", "original")
 
 
 def group_names(count):
-    """Names of `count` groups: those of GROUP_NAMES, then group3, group4, ... beyond them."""
+    """Names of `count` groups: those of GROUP_NAMES, then group4, group5, ... beyond them."""
     return tuple(GROUP_NAMES[:count]) + tuple(f"group{index + 1}" for index in range(len(GROUP_NAMES), count))
 
 
@@ -107,16 +108,19 @@ class UncertaintyWeights(LossBalancer):
     """Kendall et al. 2018, in the original code's form: total = sum_k 0.5 * exp(-s_k) * group_k + s_k,
     with learnable log-variances s_k = log sigma_k^2 starting at 0, updated by the model's optimizer."""
 
-    def __init__(self):
+    def __init__(self, group_count=CROSS_TASK_GROUPS):
+        """One log-variance per group, `group_count` of them."""
         super().__init__()
-        self.log_variance = nn.Parameter(torch.zeros(len(GROUP_NAMES)))
+        if group_count < 1:
+            raise ValueError(f"group_count {group_count!r}: expected at least one group")
+        self.log_variance = nn.Parameter(torch.zeros(group_count))
 
     def terms(self, groups):
-        """0.5 * exp(-s_k) * group_k + s_k for each of the two groups."""
+        """0.5 * exp(-s_k) * group_k + s_k for each group."""
         return 0.5 * torch.exp(-self.log_variance) * groups + self.log_variance
 
     def combine(self, groups):
-        """0.5 * exp(-s) * group + s, summed over the two groups."""
+        """0.5 * exp(-s) * group + s, summed over the groups."""
         return self.terms(groups).sum()
 
     def model_parameters(self):
@@ -126,7 +130,7 @@ class UncertaintyWeights(LossBalancer):
     def weights(self):
         """sigma_k = exp(s_k / 2) for each group."""
         sigma = torch.exp(0.5 * self.log_variance.detach()).tolist()
-        return {f"sigma_{name}": value for name, value in zip(GROUP_NAMES, sigma)}
+        return {f"sigma_{name}": value for name, value in zip(group_names(len(sigma)), sigma)}
 
 
 class GradNorm(LossBalancer):
@@ -142,21 +146,25 @@ class GradNorm(LossBalancer):
     it measures), `effective_weights()` (the weights applied to the groups) and `backward(groups)`.
     """
 
-    def __new__(cls, alpha=0.16, lr=1e-4, betas=(0.9, 0.999), form="paper"):
+    def __new__(cls, alpha=0.16, lr=1e-4, betas=(0.9, 0.999), form="paper", group_count=CROSS_TASK_GROUPS):
         """GradNorm(...) builds the subclass of `form` (one of GRADNORM_FORMS); a subclass builds itself."""
         if cls is GradNorm:
             cls = form_class("GradNorm", GRADNORM_CLASSES, form)
         return super().__new__(cls)
 
-    def __init__(self, alpha=0.16, lr=1e-4, betas=(0.9, 0.999), form=None):
-        """Weights W = 1 and their Adam (lr, betas); `form`, when given, must be this class's own."""
+    def __init__(self, alpha=0.16, lr=1e-4, betas=(0.9, 0.999), form=None, group_count=CROSS_TASK_GROUPS):
+        """Weights W = 1 and their Adam (lr, betas); `form`, when given, must be this class's own;
+        group_count: the two groups of the cross-task loss (the only count implemented)."""
         super().__init__()
         check_own_form(self, form, "GradNorm")
+        if group_count != CROSS_TASK_GROUPS:
+            raise ValueError(f"group_count {group_count!r}: GradNorm is implemented for the {CROSS_TASK_GROUPS} "
+                             "groups of segmentation and depth")
         if alpha < 0 or not math.isfinite(alpha):
             raise ValueError(f"alpha {alpha!r}: expected a finite value >= 0")
         self.alpha = alpha
-        self.task_weight = nn.Parameter(torch.ones(len(GROUP_NAMES)))
-        self.register_buffer("initial_losses", torch.full((len(GROUP_NAMES),), float("nan")))
+        self.task_weight = nn.Parameter(torch.ones(CROSS_TASK_GROUPS))
+        self.register_buffer("initial_losses", torch.full((CROSS_TASK_GROUPS,), float("nan")))
         self.optimizer = torch.optim.Adam([self.task_weight], lr=lr, betas=betas)
         self.attachment = None
 
@@ -205,7 +213,7 @@ class GradNorm(LossBalancer):
     def weights(self):
         """The effective weight applied to each group."""
         values = self.effective_weights().detach().tolist()
-        return {f"w_{name}": value for name, value in zip(GROUP_NAMES, values)}
+        return {f"w_{name}": value for name, value in zip(group_names(CROSS_TASK_GROUPS), values)}
 
 
 class GradNormPaper(GradNorm):
@@ -266,7 +274,7 @@ class GradNormPaper(GradNorm):
         """Adam step on the weights, then their rescaling to sum to the number of groups."""
         super().step()
         with torch.no_grad():
-            self.task_weight.mul_(len(GROUP_NAMES) / self.task_weight.sum())
+            self.task_weight.mul_(CROSS_TASK_GROUPS / self.task_weight.sum())
 
 
 class GradNormOriginal(GradNorm):
@@ -282,10 +290,10 @@ class GradNormOriginal(GradNorm):
 
     form = "original"
 
-    def __init__(self, alpha=0.16, lr=1e-4, betas=(0.9, 0.999), form=None):
+    def __init__(self, alpha=0.16, lr=1e-4, betas=(0.9, 0.999), form=None, group_count=CROSS_TASK_GROUPS):
         """As GradNorm, with buffers for the current epoch (L0 is refreshed during epoch 1) and the number
         of steps taken (t = W before the first)."""
-        super().__init__(alpha, lr, betas, form)
+        super().__init__(alpha, lr, betas, form, group_count)
         self.register_buffer("current_epoch", torch.ones((), dtype=torch.long))
         self.register_buffer("steps_taken", torch.zeros((), dtype=torch.long))
 
@@ -300,7 +308,7 @@ class GradNormOriginal(GradNorm):
     def effective_weights(self):
         """t, with its graph to `task_weight`: W before the first training step, 2 W / sum(W) after it."""
         if self.steps_taken.item() > 0:
-            return (len(GROUP_NAMES) / self.task_weight.sum()) * self.task_weight
+            return (CROSS_TASK_GROUPS / self.task_weight.sum()) * self.task_weight
         return self.task_weight
 
     def backward(self, groups):
@@ -494,7 +502,7 @@ class DWA(LossBalancer):
         return super().__new__(cls)
 
     def __init__(self, temperature=2.0, form=None):
-        """Weights 1 for len(GROUP_NAMES) groups and no loss history yet; `form`, when given, must be this
+        """Weights 1 for CROSS_TASK_GROUPS groups and no loss history yet; `form`, when given, must be this
         class's own."""
         super().__init__()
         check_own_form(self, form, "DWA")
@@ -504,7 +512,7 @@ class DWA(LossBalancer):
         self.epoch = 0
         self.steps = 0
         self.known_means = 0
-        self.allocate(len(GROUP_NAMES), device=None)
+        self.allocate(CROSS_TASK_GROUPS, device=None)
 
     def allocate(self, count, device):
         """Fresh buffers for `count` groups: weights 1, no sums, no means."""
@@ -664,19 +672,19 @@ class PCGrad(LossBalancer):
 
     averages_model_gradients = True
 
-    def __new__(cls, form="paper", weighting="none", seed=0):
+    def __new__(cls, form="paper", weighting="none", seed=0, group_count=CROSS_TASK_GROUPS):
         """PCGrad(...) builds the subclass of `form` (one of PCGRAD_FORMS); a subclass builds itself."""
         if cls is PCGrad:
             cls = form_class("PCGrad", PCGRAD_CLASSES, form)
         return super().__new__(cls)
 
-    def __init__(self, form=None, weighting="none", seed=0):
-        """The weighting (a balancer, or its name), the seeded generator of the random orders; `form`, when
-        given, must be this class's own."""
+    def __init__(self, form=None, weighting="none", seed=0, group_count=CROSS_TASK_GROUPS):
+        """The weighting (a balancer, or its name, then built for `group_count` groups), the seeded generator
+        of the random orders; `form`, when given, must be this class's own."""
         super().__init__()
         check_own_form(self, form, "PCGrad")
         if isinstance(weighting, str):
-            weighting = make_balancer(weighting, form=self.form)
+            weighting = make_balancer(weighting, form=self.form, group_count=group_count)
         if not isinstance(weighting, LossBalancer) or isinstance(weighting, (GradNorm, PCGrad)):
             raise ValueError(f"weighting {weighting!r}: expected a balancer whose total is a sum of per-group "
                              f"terms (none, uncertainty, dwa)")

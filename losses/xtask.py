@@ -1,10 +1,11 @@
 """XTaskLoss: the four loss components of the cross-task method and the two per-decoder groups."""
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 from torch import nn
 
 from losses.depth import DEPTH_LOSSES, depth_loss, resolve_name, ssim_loss
+from losses.normal import normal_loss
 from losses.segmentation import (TRANSFERRED_SEGMENTATION_LOSSES, segmentation_cross_entropy,
                                  transferred_segmentation_loss)
 
@@ -28,13 +29,37 @@ class XTaskLossTerms(NamedTuple):
     transferred_depth: torch.Tensor
     segmentation_group: torch.Tensor
     depth_group: torch.Tensor
+    normal: Optional[torch.Tensor] = None
+    normal_group: Optional[torch.Tensor] = None
 
     def groups(self):
-        """The two group losses stacked: [segmentation_group, depth_group], shape [2]."""
-        return torch.stack((self.segmentation_group, self.depth_group))
+        """The group losses stacked: [segmentation_group, depth_group] (shape [2]), then normal_group when
+        the surface normals are trained (shape [3])."""
+        groups = (self.segmentation_group, self.depth_group)
+        return torch.stack(groups if self.normal_group is None else groups + (self.normal_group,))
+
+    def components(self):
+        """{component name: scalar tensor}: the four components of COMPONENT_NAMES, then "normal" when the
+        surface normals are trained."""
+        names = COMPONENT_NAMES if self.normal is None else COMPONENT_NAMES + (NORMAL,)
+        return {name: getattr(self, name) for name in names}
 
 
-COMPONENT_NAMES = tuple(name for name in XTaskLossTerms._fields if not name.endswith("_group"))
+NORMAL = "normal"
+COMPONENT_NAMES = ("segmentation", "depth", "transferred_segmentation", "transferred_depth")
+
+
+def component_names(tasks):
+    """The loss components a run with `tasks` records: COMPONENT_NAMES, and "normal" with surface normals."""
+    return COMPONENT_NAMES + ((NORMAL,) if NORMAL in tasks else ())
+
+
+def combined(direct, transferred, weight, transferred_output):
+    """A decoder's group loss: (1 - weight) * direct + weight * transferred, or the direct loss alone when
+    the model gave no transferred prediction (a model without transfer nets, such as MTAN)."""
+    if transferred_output is None:
+        return direct
+    return (1 - weight) * direct + weight * transferred
 
 
 class XTaskLoss(nn.Module):
@@ -83,9 +108,10 @@ class XTaskLoss(nn.Module):
                              f"the direct losses: {', '.join(unused)} does not apply (keep the default)")
 
     def forward(self, outputs, segmentation_target, depth_target):
-        """XTaskLossTerms for `outputs` (an XTaskOutput), segmentation_target [N,H,W] int64 and
-        depth_target [N,1,H,W] (> 0 where valid). Missing transferred outputs give zero terms; a
-        single-task loss reads only that task's direct output and target."""
+        """XTaskLossTerms for `outputs` (an XTaskOutput, or any output with the same fields),
+        segmentation_target [N,H,W] int64 and depth_target [N,1,H,W] (> 0 where valid). A missing
+        transferred output gives a zero term and leaves its group the direct loss alone; a single-task
+        loss reads only that task's direct output and target."""
         if len(self.tasks) == 1:
             return self._single_task_terms(outputs, segmentation_target, depth_target)
         segmentation_valid = segmentation_target != self.ignore_index
@@ -115,8 +141,8 @@ class XTaskLoss(nn.Module):
             depth=depth,
             transferred_segmentation=transferred_segmentation,
             transferred_depth=transferred_depth,
-            segmentation_group=(1 - self.alpha) * segmentation + self.alpha * transferred_depth,
-            depth_group=(1 - self.gamma) * depth + self.gamma * transferred_segmentation,
+            segmentation_group=combined(segmentation, transferred_depth, self.alpha, outputs.transferred_depth),
+            depth_group=combined(depth, transferred_segmentation, self.gamma, outputs.transferred_segmentation),
         )
 
     def _single_task_terms(self, outputs, segmentation_target, depth_target):
@@ -136,3 +162,21 @@ class XTaskLoss(nn.Module):
             segmentation_group=segmentation,
             depth_group=depth,
         )
+
+
+class WithNormalLoss(nn.Module):
+    """A multi-task loss with surface normals as a third group: the terms of `base` (an XTaskLoss, or None
+    for a single-task normals baseline, whose other terms are then zero) with `normal` = `normal_group` =
+    losses.normal.normal_loss of the prediction `outputs.normal`."""
+
+    def __init__(self, base=None):
+        super().__init__()
+        self.base = base
+
+    def forward(self, outputs, segmentation_target, depth_target, normal_target):
+        """XTaskLossTerms with the normal terms, for the targets of XTaskLoss and normal_target [N, 3, H, W]."""
+        normal = normal_loss(outputs.normal, normal_target)
+        if self.base is None:
+            zero = normal.new_zeros(())
+            return XTaskLossTerms(zero, zero, zero, zero, zero, zero, normal=normal, normal_group=normal)
+        return self.base(outputs, segmentation_target, depth_target)._replace(normal=normal, normal_group=normal)

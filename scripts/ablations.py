@@ -26,13 +26,11 @@ repository root (relative paths are taken from there); the first that fails stop
 exit status. At the end `python -m tools.report SAVE_PATH` prints and writes the table (run as a command:
 scripts/ and tools/ are on the same floor and do not import each other).
 """
-import argparse
-import subprocess
 import sys
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from scripts.run_list import DEFAULT_SEEDS, ENTRY_SCRIPTS, REPO_ROOT, dry_run, execute, plan
+from scripts.run_list import ENTRY_SCRIPTS, parse_study_arguments, plan, run_or_check
 
 DEFAULT_SAVE_PATH = "./exps"
 PAPER_BALANCING = ("--uncertainty_weights",)
@@ -140,40 +138,17 @@ def entry_arguments(run, seeds, save_path, extra):
 
 
 
-def parse_arguments(argv):
-    """(the script's options, the extra arguments after `--`)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    split = argv.index("--") if "--" in argv else len(argv)
-    parser = argparse.ArgumentParser(prog="python -m scripts.ablations",
-                                     description="Run the ablations behind the paper's claims, over seeds.",
-                                     epilog="Arguments after -- are appended to every command "
-                                            "(e.g. -- --epochs 1 --cpu).")
-    parser.add_argument("--dataset", choices=(*ENTRY_SCRIPTS, "all"), default="all", help="which dataset's runs")
-    parser.add_argument("--seeds", nargs="+", type=int, default=list(DEFAULT_SEEDS), help="seeds of every run")
-    parser.add_argument("--only", help="only the runs whose name contains this text or matches this regex")
-    parser.add_argument("--save_path", default=DEFAULT_SAVE_PATH,
-                        help="experiment folder root, passed to every run (relative to the repository root)")
-    parser.add_argument("--dry_run", action="store_true", help="print the commands and check that they parse")
-    return parser.parse_args(argv[:split]), argv[split + 1:]
-
-
 def main(argv=None):
     """Plan the runs, then print and check them (--dry_run) or run them and the report; the exit status."""
-    options, extra = parse_arguments(argv)
+    options, extra = parse_study_arguments(argv, "ablations", "Run the ablations behind the paper's claims, over "
+                                           "seeds.", ("all", *ENTRY_SCRIPTS), DEFAULT_SAVE_PATH)
     planned = plan(ablation_runs(options.dataset), options.only,
                    lambda run: entry_arguments(run, options.seeds, options.save_path, extra))
     if planned is None:
         return 2
-    if options.dry_run:
-        status = dry_run(planned)
-        if status == 0:
-            for name, flags, reason in NOT_REPRODUCIBLE:
-                print(f"not run: {name} (the original's ablation.sh with {flags}): {reason}")
-        return status
-    status = execute(planned, options.save_path)
-    if status != 0:
-        return status
-    return subprocess.run([sys.executable, "-m", "tools.report", options.save_path], cwd=REPO_ROOT).returncode
+    notes = [f"not run: {name} (the original's ablation.sh with {flags}): {reason}"
+             for name, flags, reason in NOT_REPRODUCIBLE]
+    return run_or_check(planned, options, notes)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,6 @@ figure `loss_and_energy.png` (validation loss and consistency energy per epoch, 
 sample std over the seeds as a band when there are several) and its numbers `loss_and_energy.csv` are
 written into SAVE_PATH.
 """
-import argparse
-import contextlib
-import io
 import os
 import sys
 from dataclasses import dataclass
@@ -27,8 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from losses.xtask import CONSISTENCY_METHODS
-from scripts.run_list import DATASET_PROFILES, DEFAULT_SEEDS, REPO_ROOT, dry_run, execute, plan
-from training.options import build_parser
+from scripts.run_list import REPO_ROOT, dry_run, execute, parse_study_arguments, plan, planned_epochs
 from training.recorder import read_run
 from utils import plots
 from utils.consistency_energy import ENERGY, ENERGY_KEYS
@@ -70,22 +66,12 @@ def consistency_runs(dataset):
     return [ConsistencyRun(f"{dataset}/{method}", dataset, method) for method in CONSISTENCY_METHODS]
 
 
-def planned_epochs(dataset, arguments):
-    """The --epochs that `arguments` give the entry script of `dataset` (the last one given); arguments the
-    parser refuses are left to the dry run's check, with the original's epochs here."""
-    with contextlib.redirect_stderr(io.StringIO()):
-        try:
-            return build_parser(DATASET_PROFILES[dataset]).parse_known_args(arguments)[0].epochs
-        except SystemExit:
-            return ORIGINAL_EPOCHS
-
-
 def entry_arguments(run, seeds, save_path, extra):
     """The entry script's arguments for `run`: a StepLR period of the run's epochs (no decay, as the
     original's missing scheduler), the original's settings, the method, --seeds, --save_path, then `extra`."""
     arguments = [*ORIGINAL_SETTINGS, "--consistency", run.method, "--seeds", *map(str, seeds), "--save_path",
                  save_path, *extra]
-    return ["--scheduler_step_size", str(planned_epochs(run.dataset, arguments)), *arguments]
+    return ["--scheduler_step_size", str(planned_epochs(run.dataset, arguments, ORIGINAL_EPOCHS)), *arguments]
 
 
 
@@ -139,27 +125,11 @@ def write_study_figure(save_path, runs):
     return figure_path, table_path
 
 
-def parse_arguments(argv):
-    """(the script's options, the extra arguments after `--`)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    split = argv.index("--") if "--" in argv else len(argv)
-    parser = argparse.ArgumentParser(prog="python -m scripts.consistency",
-                                     description="Train xtsc and xtc with the original's consistency-study "
-                                                 "settings and plot validation loss and consistency energy.",
-                                     epilog="Arguments after -- are appended to every command "
-                                            "(e.g. -- --uncertainty_weights --cpu).")
-    parser.add_argument("--dataset", choices=DATASETS, default=DATASETS[0], help="which dataset")
-    parser.add_argument("--seeds", nargs="+", type=int, default=list(DEFAULT_SEEDS), help="seeds of every run")
-    parser.add_argument("--only", help="only the runs whose name contains this text or matches this regex")
-    parser.add_argument("--save_path", default=DEFAULT_SAVE_PATH, help="experiment folder root of every run, "
-                        "where the figure and its CSV go (relative to the repository root)")
-    parser.add_argument("--dry_run", action="store_true", help="print the commands and check that they parse")
-    return parser.parse_args(argv[:split]), argv[split + 1:]
-
-
 def main(argv=None):
     """Plan the runs, then print and check them (--dry_run) or run them and write the figure; the exit status."""
-    options, extra = parse_arguments(argv)
+    options, extra = parse_study_arguments(
+        argv, "consistency", "Train xtsc and xtc with the original's consistency-study settings and plot "
+        "validation loss and consistency energy.", DATASETS, DEFAULT_SAVE_PATH)
     planned = plan(consistency_runs(options.dataset), options.only,
                    lambda run: entry_arguments(run, options.seeds, options.save_path, extra))
     if planned is None:

@@ -4,6 +4,7 @@ the option parser (--dry_run), or run one after the other from the repository ro
 A planned run is (run, arguments): `run` has `name`, `dataset` ("cityscapes" or "nyu") and `comment`
 (what follows the command line after "#"); `arguments` are the entry script's.
 """
+import argparse
 import contextlib
 import io
 import re
@@ -14,7 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from data import CITYSCAPES, NYUV2
-from training.options import parse_options
+from training.options import build_parser, parse_options
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ENTRY_SCRIPTS = MappingProxyType({"cityscapes": "main_cross_cs.py", "nyu": "main_cross_nyu.py"})
@@ -95,3 +96,45 @@ def execute(planned, save_path):
                   f"{save_path}; rerun the rest with --only.", file=sys.stderr)
             return status
     return 0
+
+
+def parse_study_arguments(argv, study, description, dataset_choices, default_save_path):
+    """(the options of `python -m scripts.{study}`, the extra arguments after `--`): --dataset (one of
+    `dataset_choices`, the first by default), --seeds, --only, --save_path (`default_save_path`), --dry_run."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    split = argv.index("--") if "--" in argv else len(argv)
+    parser = argparse.ArgumentParser(prog=f"python -m scripts.{study}", description=description,
+                                     epilog="Arguments after -- are appended to every command "
+                                            "(e.g. -- --epochs 1 --cpu).")
+    parser.add_argument("--dataset", choices=dataset_choices, default=dataset_choices[0], help="which dataset's runs")
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(DEFAULT_SEEDS), help="seeds of every run")
+    parser.add_argument("--only", help="only the runs whose name contains this text or matches this regex")
+    parser.add_argument("--save_path", default=default_save_path,
+                        help="experiment folder root, passed to every run (relative to the repository root)")
+    parser.add_argument("--dry_run", action="store_true", help="print the commands and check that they parse")
+    return parser.parse_args(argv[:split]), argv[split + 1:]
+
+
+def planned_epochs(dataset, arguments, fallback):
+    """The --epochs that `arguments` give the entry script of `dataset` (the last one given); arguments the
+    parser refuses are left to the dry run's check, with `fallback` here."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        try:
+            return build_parser(DATASET_PROFILES[dataset]).parse_known_args(arguments)[0].epochs
+        except SystemExit:
+            return fallback
+
+
+def run_or_check(planned, options, notes=()):
+    """With --dry_run: print and check `planned`, then print `notes` (lines) when every command parsed;
+    otherwise run them one after the other, then `python -m tools.report` on --save_path. The exit status."""
+    if options.dry_run:
+        status = dry_run(planned)
+        if status == 0:
+            for note in notes:
+                print(note)
+        return status
+    status = execute(planned, options.save_path)
+    if status != 0:
+        return status
+    return subprocess.run([sys.executable, "-m", "tools.report", options.save_path], cwd=REPO_ROOT).returncode

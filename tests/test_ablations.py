@@ -120,16 +120,16 @@ def completed(statuses, calls):
 
 def test_a_failing_run_stops_the_script_with_its_status(monkeypatch, capsys):
     calls = []
-    monkeypatch.setattr(ablations.subprocess, "run", completed([0, 3, 0], calls))
+    monkeypatch.setattr(run_list.subprocess, "run", completed([0, 3, 0], calls))
     assert ablations.main(["--dataset", "cityscapes", "--only", "(base|no_transfer|balancing_none)$"]) == 3
     assert [command[:2] for command, _ in calls] == [[sys.executable, "main_cross_cs.py"]] * 2
-    assert all(cwd == ablations.REPO_ROOT for _, cwd in calls)
+    assert all(cwd == run_list.REPO_ROOT for _, cwd in calls)
     assert "cityscapes/no_transfer failed with exit status 3; stopping" in capsys.readouterr().err
 
 
 def test_all_runs_then_the_report_on_the_save_path(monkeypatch):
     calls = []
-    monkeypatch.setattr(ablations.subprocess, "run", completed([0, 0, 0], calls))
+    monkeypatch.setattr(run_list.subprocess, "run", completed([0, 0, 0], calls))
     assert ablations.main(["--only", "nyu/single", "--save_path", "exps/ablations"]) == 0
     assert [command[1] for command, _ in calls] == ["main_cross_nyu.py", "main_cross_nyu.py", "-m"]
     assert calls[0][0][-2:] == ["--save_path", "exps/ablations"]

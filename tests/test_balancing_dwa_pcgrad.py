@@ -151,7 +151,7 @@ def test_dwa_state_round_trip_resumes_identically(form):
 def test_dwa_keeps_its_number_of_groups_once_losses_are_recorded():
     balancer = DWA()
     train_epoch(balancer, 1, EPOCH_1)
-    assert balancer.weight.shape == (3,) and list(balancer.weights()) == ["w_segmentation", "w_depth", "w_group3"]
+    assert balancer.weight.shape == (3,) and list(balancer.weights()) == ["w_segmentation", "w_depth", "w_normal"]
     with pytest.raises(ValueError, match="^2 groups"):
         balancer.combine(torch.tensor([1.0, 2.0]))
     with pytest.raises(ValueError, match="original DWA needs two groups"):

@@ -16,7 +16,7 @@ HEIGHT, WIDTH = 72, 96
 def data_nyu_root(tmp_path_factory):
     """NYU-layout indoor scenes at 72 x 96: 3 train, 2 val, plus a `normal` folder with junk in it."""
     root = write_nyu_mtan(tmp_path_factory.mktemp("nyu"), {"train": 3, "val": 2}, HEIGHT, WIDTH, seed=4)
-    (root / "train" / "normal").mkdir()
+    (root / "train" / "normal").mkdir(exist_ok=True)
     (root / "train" / "normal" / "0.npy").write_bytes(b"not an array")
     return root
 

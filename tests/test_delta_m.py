@@ -40,9 +40,12 @@ def test_directions_and_paper_metrics():
     assert {"abs", "abs_rel", "rmse", "abs_paper", "abs_rel_paper"} <= lower_is_better
     assert not {"miou", "pixel_acc", "delta1", "miou_paper", "pixel_acc_paper"} & lower_is_better
     assert task_metrics("paper")["depth"] == ("abs_paper", "abs_rel_paper")
-    assert dict(task_metrics("standard")) == {"segmentation": ("miou", "pixel_acc"), "depth": ("abs", "abs_rel")}
+    assert dict(task_metrics("standard")) == {"segmentation": ("miou", "pixel_acc"), "depth": ("abs", "abs_rel"),
+                                              "normal": ("normal_mean", "normal_median", "normal_11_25",
+                                                         "normal_22_5", "normal_30")}
     assert "\n" not in DEFINITION and DEFINITION.startswith("Δm =")
-    assert "lower is better (Abs, Abs Rel), 0 where higher is better (mIoU, Pix Acc);" in DEFINITION
+    assert ("lower is better (Abs, Abs Rel, Mean err, Med err), 0 where higher is better (mIoU, Pix Acc, <11.25, "
+            "<22.5, <30);") in DEFINITION
 
 
 @pytest.mark.parametrize("multi_task, single_task, protocol, message", [

@@ -17,7 +17,7 @@ import pandas
 import pytest
 import torch
 
-from data import CITYSCAPES
+from data import CITYSCAPES, NYUV2
 from data.sampling import ShardedBatchSampler
 from models import XTaskTSNet
 from training import engine
@@ -346,3 +346,23 @@ def test_torchrun_runs_the_entry_script_writes_once_and_resumes_and_one_process_
 
 if __name__ == "__main__":
     worker(*sys.argv[1:])
+
+
+@pytest.mark.slow
+def test_torchrun_trains_mtan_on_three_tasks_and_its_metrics_are_those_of_one_process(nyu_root, tmp_path):
+    """MTAN with surface normals and DWA in two processes: the evaluation at the end of training (each
+    process a shard, the normal histogram summed over them) equals --infer_only in one process."""
+    script = os.path.join(REPOSITORY, "main_cross_nyu.py")
+    result = torchrun([script, "--cpu", "--input_path", nyu_root, "--save_path", str(tmp_path), "--model", "mtan",
+                       "--tasks", "segmentation", "depth", "normal", "--balancing", "dwa", "--height", "32",
+                       "--width", "64", "--batch_size", "4", "--epochs", "1", "--workers", "0", "--notqdm",
+                       "--no_plots"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "x 2 processes" in result.stdout and result.stdout.count("Mean err") == 1
+    assert main(NYUV2, ["--save_path", str(tmp_path), "--infer_only", "--exp_num", "1", "--workers", "0",
+                        "--notqdm", "--no_plots"]) == 0
+    written = json.load(open(tmp_path / "001" / "results.json"))["metrics"]
+    reproduced = json.load(open(tmp_path / "001" / "infer" / "001" / "results.json"))["metrics"]
+    assert {"normal_mean", "normal_median", "normal_30", "miou", "abs_rel"} <= set(written)
+    for key, value in written.items():
+        assert reproduced[key] == pytest.approx(value, rel=1e-6, abs=1e-9, nan_ok=True), key

@@ -188,12 +188,19 @@ def test_groups_weigh_the_transferred_losses_with_alpha_and_gamma():
     torch.testing.assert_close(terms.groups(), torch.stack([terms.segmentation_group, terms.depth_group]))
 
 
-def test_direct_only_outputs_give_zero_transferred_terms():
+def test_outputs_without_transferred_predictions_give_zero_terms_and_groups_of_the_direct_losses():
+    # A model without transfer nets (MTAN) is trained on its direct losses alone, not on (1 - alpha) of them.
     outputs, segmentation_target, depth_target = sample(8)
     direct = outputs._replace(transferred_segmentation=None, transferred_depth=None)
     terms = XTaskLoss(4, 0.3, 0.2, ignore_index=IGNORE)(direct, segmentation_target, depth_target)
     assert terms.transferred_depth.item() == 0 and terms.transferred_segmentation.item() == 0
-    assert terms.segmentation_group.item() == pytest.approx(0.7 * terms.segmentation.item())
+    assert terms.segmentation_group.item() == pytest.approx(terms.segmentation.item())
+    assert terms.depth_group.item() == pytest.approx(terms.depth.item())
+    half = outputs._replace(transferred_segmentation=None)
+    terms = XTaskLoss(4, 0.3, 0.2, ignore_index=IGNORE)(half, segmentation_target, depth_target)
+    assert terms.segmentation_group.item() == pytest.approx(
+        0.7 * terms.segmentation.item() + 0.3 * terms.transferred_depth.item())
+    assert terms.depth_group.item() == pytest.approx(terms.depth.item())
 
 
 @pytest.mark.parametrize("arguments,flag", [

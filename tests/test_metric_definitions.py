@@ -31,11 +31,17 @@ def test_keys_titles_and_protocols():
         assert len(metric.title) < 10  # a column of the results table is 10 characters wide
     assert list(METRICS)[:2] == ["miou", "pixel_acc"] and list(METRICS)[-1] == "abs_rel_paper"
     percent = {key for key, metric in METRICS.items() if metric.percent}
-    assert percent == {"miou", "pixel_acc", "delta1", "delta2", "delta3", "miou_paper", "pixel_acc_paper"}
+    assert percent == {"miou", "pixel_acc", "delta1", "delta2", "delta3", "miou_paper", "pixel_acc_paper",
+                       "normal_11_25", "normal_22_5", "normal_30"}
+    lower_is_better = {key for key, metric in METRICS.items() if metric.lower_is_better}
+    assert lower_is_better == {"abs", "abs_rel", "rmse", "rmse_log", "sq_rel", "abs_paper", "abs_rel_paper",
+                               "normal_mean", "normal_median"}
 
 
-def test_delta_m_averages_the_papers_four_metrics_per_protocol():
-    assert dict(delta_m_keys("standard")) == {"segmentation": ("miou", "pixel_acc"), "depth": ("abs", "abs_rel")}
+def test_delta_m_averages_the_papers_four_metrics_per_protocol_and_the_five_normal_metrics():
+    assert dict(delta_m_keys("standard")) == {
+        "segmentation": ("miou", "pixel_acc"), "depth": ("abs", "abs_rel"),
+        "normal": ("normal_mean", "normal_median", "normal_11_25", "normal_22_5", "normal_30")}
     assert dict(delta_m_keys("paper")) == {"segmentation": ("miou_paper", "pixel_acc_paper"),
                                            "depth": ("abs_paper", "abs_rel_paper")}
 
@@ -62,3 +68,9 @@ def test_results_table_text_is_unchanged():
         "constant baseline (std.)      68.20%   100.10%    0.0154    0.3410",
         FOOTER])
     assert results_table(segmentation_only, context, baseline) == expected
+    with_normals = {**METRIC_VALUES, "normal_mean": 24.5, "normal_median": 19.25, "normal_11_25": 0.25,
+                    "normal_22_5": 0.55, "normal_30": 0.67}
+    assert results_table(with_normals, context).split("\n")[-3:] == [
+        "                            Mean err   Med err    <11.25     <22.5       <30",
+        "standard                     24.5000   19.2500    25.00%    55.00%    67.00%",
+        FOOTER]

@@ -214,7 +214,7 @@ def test_single_task_metric_state_keeps_every_accumulator_and_merges(task):
         (first if number < 2 else second).update(*inputs)
     state = whole.state_tensors()
     assert list(state) == list(STATE_NAMES)
-    other_names = ("confusion_matrix", "paper_image") if task == "depth" else ("depth_", "paper_batch")
+    other_names = (("confusion_matrix", "paper_image") if task == "depth" else ("depth_", "paper_batch")) + ("normal_",)
     assert all(not tensor.any() for name, tensor in state.items() if name.startswith(other_names))
     assert all(tensor.any() for name, tensor in state.items() if not name.startswith(other_names))
     loaded = MultiTaskMetrics(NUM_CLASSES, IGNORE, tasks=(task,))

@@ -41,7 +41,7 @@ def check_experiment(folder, epochs=2, balancing_columns=()):
     for column in ("train_loss", "val_loss", "train_transferred_depth", "val_transferred_segmentation", "lr",
                    "epoch_seconds", *balancing_columns):
         assert history[column].notna().all(), column
-    evaluation_keys = {"model", "model_arguments", "balancing", "balancer", "data", "epoch", "best_val_loss",
+    evaluation_keys = {"model", "model_family", "model_arguments", "balancing", "balancer", "data", "epoch", "best_val_loss",
                        "history"}
     best = torch.load(folder / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
     last = torch.load(folder / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
@@ -215,6 +215,18 @@ def test_lp_flag_changes_the_depth_loss(cityscapes_root):
     (CITYSCAPES, ["--gradnorm_form", "other"], "--gradnorm_form: invalid choice"),
     (CITYSCAPES, ["--multiple_gpu"], "torchrun"),
     (CITYSCAPES, ["--optim", "sgd", "--momentum", "-0.5"], "--momentum -0.5"),
+    # tasks:  surface normals need NYUv2 and MTAN; GradNorm balances two groups
+    (CITYSCAPES, ["--model", "mtan", "--tasks", "segmentation", "depth", "normal"],
+     "cityscapes has no surface normals"),
+    (CITYSCAPES, ["--model", "mtan", "--single_task", "normal"], "cityscapes has no surface normals"),
+    (NYUV2, ["--tasks", "segmentation", "depth", "normal"], "no surface-normal head; use --model mtan"),
+    (NYUV2, ["--single_task", "normal"], "no surface-normal head; use --model mtan"),
+    (NYUV2, ["--model", "mtan", "--tasks", "segmentation", "depth", "normal", "--gradnorm"], "GradNorm is implemented"),
+    (NYUV2, ["--model", "mtan", "--tasks", "segmentation", "normal"], "expected segmentation depth, or"),
+    (NYUV2, ["--model", "mtan", "--tasks", "segmentation", "depth", "depth"], "each once"),
+    (NYUV2, ["--model", "mtan", "--tasks", "segmentation", "depth", "normal", "--single_task", "depth"],
+     "drop --tasks"),
+    (NYUV2, ["--model", "mtan", "--tasks", "segmentation", "depth", "--single_task", "normal"], "drop --tasks"),
 ])
 def test_invalid_combinations_are_refused_with_exit_code_2(profile, arguments, reason, capsys):
     with pytest.raises(SystemExit) as exit_info:

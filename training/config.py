@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 AUTO = "auto"  # a speed switch given neither way: on with CUDA, off on the CPU
+TWO_TASKS = ("segmentation", "depth")
+THREE_TASKS = ("segmentation", "depth", "normal")  # NYUv2 with surface normals, for models with a normals head
 CONFIG_FORMAT = 2  # config.json of format 1 held the flags flat under "options"
 # Balancer constructor parameters whose setting has another key; every other parameter is spelled like its key.
 BALANCER_FLAGS = {"alpha": "gradnorm_alpha", "form": "balancing_form", "temperature": "dwa_temperature",
-                  "weighting": "pcgrad_weighting"}
+                  "weighting": "pcgrad_weighting", "group_count": "tasks"}
 # Where the GradNorm weights' own Adam takes its betas in the original form (torch's defaults).
 ORIGINAL_GRADNORM_BETAS = (0.9, 0.999)
 
@@ -31,8 +33,9 @@ NOT_COMPARED = "not_compared"      # how the run ran, not what it learned: the r
 RANK_ZERO_ONLY = "rank_zero_only"  # under torchrun, processes other than rank 0 run with `off_value`
 KIND_OF_RUN = "kind_of_run"        # names the kind of run: the report names it first whenever it is set
 BASELINE_MATCH = "baseline_match"  # a single-task baseline must share it with the multi-task runs it serves
+CROSS_TASK_ONLY = "cross_task_only"  # a setting of the cross-task model (its transfer nets or their losses)
 ROLES = (RESUMABLE, SUMMARISED, RESTORED, RESTORED_UNLESS_GIVEN, NOT_COMPARED, RANK_ZERO_ONLY, KIND_OF_RUN,
-         BASELINE_MATCH)
+         BASELINE_MATCH, CROSS_TASK_ONLY)
 
 
 def setting(default, *roles, key=None, off_value=None):
@@ -68,16 +71,21 @@ class DataConfig:
 class XTaskModelConfig:
     """The constructor arguments of models.XTaskTSNet (besides num_classes and single_task)."""
 
-    enc_layers: int = setting(34, SUMMARISED, BASELINE_MATCH)
-    batch_norm: bool = setting(False, SUMMARISED)
-    wider_ttnet: bool = setting(False, SUMMARISED)
-    use_pretrain: bool = setting(False)
-    pretrained_weights: Optional[str] = setting(None, NOT_COMPARED)
+    enc_layers: int = setting(34, SUMMARISED, BASELINE_MATCH, CROSS_TASK_ONLY)
+    batch_norm: bool = setting(False, SUMMARISED, CROSS_TASK_ONLY)
+    wider_ttnet: bool = setting(False, SUMMARISED, CROSS_TASK_ONLY)
+    use_pretrain: bool = setting(False, CROSS_TASK_ONLY)
+    pretrained_weights: Optional[str] = setting(None, NOT_COMPARED, CROSS_TASK_ONLY)
 
-    def arguments(self, num_classes, single_task):
-        """The constructor arguments a checkpoint stores to rebuild the network."""
+    def describe(self):
+        """The model in a few words, for the line printed when training starts."""
+        return f"cross-task network, ResNet-{self.enc_layers} encoder"
+
+    def arguments(self, num_classes, tasks):
+        """The constructor arguments a checkpoint stores to rebuild the network for `tasks` (both, or the
+        single task's name alone)."""
         return dict(enc_layers=self.enc_layers, num_classes=num_classes, batch_norm=self.batch_norm,
-                    wider_ttnet=self.wider_ttnet, single_task=single_task)
+                    wider_ttnet=self.wider_ttnet, single_task=tasks[0] if len(tasks) == 1 else None)
 
     def initialisation(self):
         """The constructor arguments of a new network only (a checkpoint holds trained weights)."""
@@ -85,34 +93,61 @@ class XTaskModelConfig:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    """The model family (models.MODEL_FAMILIES), the single-task choice, and one section per family
-    holding its constructor arguments (`arguments`, `initialisation`)."""
+class MTANModelConfig:
+    """models.MTAN has no settings of its own: its constructor arguments are the run's classes and tasks."""
 
-    family: str = setting("xtask")
+    def arguments(self, num_classes, tasks):
+        """The constructor arguments a checkpoint stores to rebuild the network for `tasks`."""
+        return dict(num_classes=num_classes, tasks=tuple(tasks))
+
+    def initialisation(self):
+        """Nothing: MTAN is always initialised from scratch, as in the original."""
+        return {}
+
+    def describe(self):
+        """The model in a few words, for the line printed when training starts."""
+        return "MTAN (SegNet with task attention)"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The model family (models.MODEL_FAMILIES, flag --model), the single-task choice, and one section per
+    family holding its constructor arguments (`arguments`, `initialisation`)."""
+
+    family: str = setting("xtask", SUMMARISED, key="model")
+    tasks: tuple = setting(TWO_TASKS, SUMMARISED, RESTORED)
     single_task: Optional[str] = setting(None, SUMMARISED, KIND_OF_RUN)
     xtask: XTaskModelConfig = XTaskModelConfig()
+    mtan: MTANModelConfig = MTANModelConfig()
 
     def family_section(self):
         """The section of the chosen family."""
         return getattr(self, self.family)
 
+    def trained_tasks(self):
+        """The tasks the model learns: the single task alone, or `tasks`."""
+        return self.tasks if self.single_task is None else (self.single_task,)
+
     def arguments(self, num_classes):
         """The chosen family's constructor arguments that a checkpoint stores to rebuild the model."""
-        return self.family_section().arguments(num_classes, self.single_task)
+        return self.family_section().arguments(num_classes, self.trained_tasks())
+
+    def describe(self):
+        """The chosen model in a few words."""
+        return self.family_section().describe()
 
 
 @dataclass(frozen=True)
 class LossConfig:
     """The cross-task loss (losses.XTaskLoss) settings."""
 
-    alpha: float = setting(0.01, SUMMARISED)
-    gamma: float = setting(0.01, SUMMARISED)
-    label_smoothing: float = setting(0.0, SUMMARISED)
+    alpha: float = setting(0.01, SUMMARISED, CROSS_TASK_ONLY)
+    gamma: float = setting(0.01, SUMMARISED, CROSS_TASK_ONLY)
+    label_smoothing: float = setting(0.0, SUMMARISED, CROSS_TASK_ONLY)
     lp: str = setting("L1", SUMMARISED)
-    tdep_loss: str = setting("L1", SUMMARISED)
-    tseg_loss: str = setting("cross", SUMMARISED)
-    consistency: str = setting("xtsc", SUMMARISED)
+    tdep_loss: str = setting("L1", SUMMARISED, CROSS_TASK_ONLY)
+    tseg_loss: str = setting("cross", SUMMARISED, CROSS_TASK_ONLY)
+    consistency: str = setting("xtsc", SUMMARISED, CROSS_TASK_ONLY)
 
     def arguments(self, num_classes, ignore_index, single_task):
         """The keyword arguments of losses.XTaskLoss."""
@@ -134,14 +169,16 @@ class BalancingConfig:
     dwa_temperature: float = setting(2.0, SUMMARISED)
     pcgrad_weighting: str = setting("none", SUMMARISED)
 
-    def arguments(self, optimization):
-        """The balancer's keyword arguments (make_balancer gives each method those it takes): GradNorm's
+    def arguments(self, optimization, group_count=len(TWO_TASKS)):
+        """The balancer's keyword arguments for `group_count` group losses (make_balancer gives each method
+        those it takes): GradNorm's
         weights have their own Adam with the model's learning rate and betas in the paper form, torch's
         default betas in the original form (as the original code); PCGrad's random task order is seeded
         by the run's seed."""
         betas = ORIGINAL_GRADNORM_BETAS if self.gradnorm_form == "original" else (optimization.b1, optimization.b2)
         return dict(alpha=self.gradnorm_alpha, form=self.gradnorm_form, lr=optimization.lr, betas=betas,
-                    temperature=self.dwa_temperature, weighting=self.pcgrad_weighting, seed=optimization.seed)
+                    temperature=self.dwa_temperature, weighting=self.pcgrad_weighting, seed=optimization.seed,
+                    group_count=group_count)
 
 
 @dataclass(frozen=True)
@@ -211,7 +248,7 @@ class RunSettings:
     debug: bool = setting(False, NOT_COMPARED)
     infer_only: bool = setting(False, NOT_COMPARED)
     exp_num: Optional[int] = setting(None, NOT_COMPARED)
-    direct_only: bool = setting(False)
+    direct_only: bool = setting(False, CROSS_TASK_ONLY)
     time_inf: bool = setting(False, RESUMABLE, NOT_COMPARED, RANK_ZERO_ONLY, off_value=False)
     notqdm: bool = setting(False, RESUMABLE, NOT_COMPARED, RANK_ZERO_ONLY, off_value=True)
     no_plots: bool = setting(False, RESUMABLE, NOT_COMPARED)
@@ -261,9 +298,7 @@ class RunConfig:
 
     def to_json(self):
         """The JSON content of config.json's "config": the sections as nested objects, and `explicit`."""
-        content = dataclasses.asdict(self)
-        content["explicit"] = list(self.explicit)
-        return content
+        return as_json(dataclasses.asdict(self))
 
     @classmethod
     def from_json(cls, content, defaults):
@@ -333,6 +368,15 @@ def flatten_sections(content):
 
     walk(content, RunConfig())
     return flat
+
+
+def as_json(content):
+    """`content` (dicts, tuples, scalars) with every tuple as a list, as JSON reads it back."""
+    if isinstance(content, dict):
+        return {key: as_json(value) for key, value in content.items()}
+    if isinstance(content, (tuple, list)):
+        return [as_json(value) for value in content]
+    return content
 
 
 def as_value(value):

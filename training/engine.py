@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from data.device_augment import augment_batch
 from losses import XTaskLoss, make_balancer
-from losses.xtask import COMPONENT_NAMES
+from losses.xtask import COMPONENT_NAMES, NORMAL, WithNormalLoss, component_names
 from models import make_model
 from training.config import SpeedSettings, flag_message
 from training.interrupts import NonFiniteTraining
@@ -28,25 +28,31 @@ DEPTH_PLOT_PIXELS_PER_BATCH = 2000
 @dataclass
 class TrainingParts:
     """What a training step works on: the network, its loss, the balancer, the optimizer (model and
-    balancer parameters), the per-epoch learning-rate scheduler, how the step runs on its device, and
-    whether the training depth is disparity (for batches augmented on the device)."""
+    balancer parameters), the per-epoch learning-rate scheduler, how the step runs on its device,
+    whether the training depth is disparity (for batches augmented on the device) and whether the batches
+    carry surface normals (a third target after segmentation and depth)."""
 
     model: torch.nn.Module
-    criterion: XTaskLoss
+    criterion: torch.nn.Module  # XTaskLoss, or WithNormalLoss with surface normals
     balancer: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     speed: SpeedSettings = SpeedSettings()
     depth_is_disparity: bool = False
+    normals: bool = False
+
+    def component_names(self):
+        """The loss components of a step (losses.xtask.component_names)."""
+        return component_names((NORMAL,) if self.normals else ())
 
 
 class LossMeter:
-    """Batch-size-weighted means of the total loss and its four components, accumulated on the device
-    (no host sync per batch), and which of them were ever non-finite and at which step first."""
+    """Batch-size-weighted means of the total loss and its components (`components`, names of
+    XTaskLossTerms.components()), accumulated on the device (no host sync per batch), and which of them
+    were ever non-finite and at which step first."""
 
-    names = ("loss",) + COMPONENT_NAMES
-
-    def __init__(self, device):
+    def __init__(self, device, components=COMPONENT_NAMES):
+        self.names = ("loss",) + tuple(components)
         self.sums = torch.zeros(len(self.names), dtype=torch.float64, device=device)
         self.non_finite = torch.zeros(len(self.names), dtype=torch.bool, device=device)
         self.first_non_finite_step = torch.full((), -1, dtype=torch.long, device=device)
@@ -55,7 +61,8 @@ class LossMeter:
 
     def update(self, total, terms, batch_size):
         """Add one batch: total and terms are scalar tensors, batch_size the number of images."""
-        values = torch.stack([total.detach()] + [getattr(terms, name).detach() for name in COMPONENT_NAMES])
+        components = terms.components()
+        values = torch.stack([total.detach()] + [components[name].detach() for name in self.names[1:]])
         self.sums += values.double() * batch_size
         self.count += batch_size
         self.steps += 1
@@ -97,14 +104,24 @@ def move_batch(batch, device):
     return tuple(tensor.to(device, non_blocking=True) for tensor in batch)
 
 
+def split_batch(batch, normals):
+    """(image, targets, augmentation) of a loaded batch: targets is (segmentation, depth) or, with
+    `normals`, (segmentation, depth, normal); augmentation the [N, 4] parameters of a batch whose
+    augmentation was deferred to the device (MultiTaskDataset.defer_augmentation), else None."""
+    target_count = 3 if normals else 2
+    extra = batch[1 + target_count:]
+    return batch[0], tuple(batch[1:1 + target_count]), extra[0] if extra else None
+
+
 def training_batch(parts, batch, device):
-    """(image, segmentation_target, depth_target) of a training batch on `device`; a batch that carries
-    its augmentation parameters (MultiTaskDataset.defer_augmentation: a fourth tensor [N, 4]) is
-    augmented there, in one batched pass (data.device_augment)."""
-    batch = move_batch(batch, device)
-    if len(batch) == 4:
-        return augment_batch(*batch, parts.depth_is_disparity)
-    return batch
+    """(image, targets) of a training batch on `device` (see split_batch); a batch that carries its
+    augmentation parameters is augmented there, in one batched pass (data.device_augment)."""
+    image, targets, augmentation = split_batch(move_batch(batch, device), parts.normals)
+    if augmentation is None:
+        return image, targets
+    normal = targets[2] if parts.normals else None
+    augmented = augment_batch(image, targets[0], targets[1], augmentation, parts.depth_is_disparity, normal=normal)
+    return augmented[0], tuple(augmented[1:])
 
 
 def build_model(config, num_classes):
@@ -133,6 +150,17 @@ def build_optimizer(parameters, optimization, device):
     return optimizer, scheduler
 
 
+def build_criterion(config, num_classes):
+    """The loss of `config`: XTaskLoss (one task's direct loss with --single_task), with the surface-normal
+    loss as a third group when the run's tasks include the normals (WithNormalLoss; alone for a
+    single-task normals baseline)."""
+    model = config.model
+    base = None
+    if model.single_task != NORMAL:
+        base = XTaskLoss(**config.loss.arguments(num_classes, config.data.ignore_index, model.single_task))
+    return WithNormalLoss(base) if NORMAL in model.tasks else base
+
+
 def build_training(config, device, num_classes, speed=SpeedSettings(), depth_is_disparity=False):
     """TrainingParts for `config` (training.config.RunConfig) on `device`: model, criterion, balancer
     (attached to the model), optimizer and StepLR, set up for `speed` (channels-last weights,
@@ -143,12 +171,14 @@ def build_training(config, device, num_classes, speed=SpeedSettings(), depth_is_
         model = model.to(memory_format=torch.channels_last)
     if speed.compile:
         model.compile()
-    criterion = XTaskLoss(**config.loss.arguments(num_classes, config.data.ignore_index, config.model.single_task))
-    balancer = make_balancer(config.balancing.method, **config.balancing.arguments(config.optimization)).to(device)
+    criterion = build_criterion(config, num_classes)
+    balancer = make_balancer(config.balancing.method, **config.balancing.arguments(
+        config.optimization, len(config.model.tasks))).to(device)
     balancer.attach(model)
     optimizer, scheduler = build_optimizer(list(model.parameters()) + balancer.model_parameters(),
                                            config.optimization, device)
-    return TrainingParts(model, criterion, balancer, optimizer, scheduler, speed, depth_is_disparity)
+    return TrainingParts(model, criterion, balancer, optimizer, scheduler, speed, depth_is_disparity,
+                         NORMAL in config.model.tasks)
 
 
 def forward(model, image, speed, **keywords):
@@ -162,11 +192,11 @@ def forward(model, image, speed, **keywords):
 
 
 def train_step(parts, batch, device):
-    """One training step on `batch` (image, segmentation_target, depth_target[, augmentation]): forward, the four loss
-    terms, the balancer's backward, the optimizer's step and the balancer's own step. Returns the
-    detached total (scalar tensor, no host sync) and the XTaskLossTerms."""
-    image, segmentation_target, depth_target = training_batch(parts, batch, device)
-    terms = parts.criterion(forward(parts.model, image, parts.speed), segmentation_target, depth_target)
+    """One training step on `batch` (image, segmentation_target, depth_target[, normal_target][,
+    augmentation]): forward, the loss terms, the balancer's backward, the optimizer's step and the
+    balancer's own step. Returns the detached total (scalar tensor, no host sync) and the XTaskLossTerms."""
+    image, targets = training_batch(parts, batch, device)
+    terms = parts.criterion(forward(parts.model, image, parts.speed), *targets)
     parts.optimizer.zero_grad(set_to_none=True)
     total = parts.balancer.backward(terms.groups())
     parts.optimizer.step()
@@ -195,7 +225,7 @@ def train_one_epoch(parts, loader, device, stop, progress=True, description="tra
     torchrun the losses and the non-finite check are those of every process, taken at the end of the
     epoch (all processes stop together), and BatchNorm's running statistics are then averaged."""
     parts.model.train()
-    meter = LossMeter(device)
+    meter = LossMeter(device, parts.component_names())
     start = last_progress = time.perf_counter()
     bar = tqdm(loader, desc=description, disable=not progress, leave=False, dynamic_ncols=True)
     for batch in bar:
@@ -225,11 +255,11 @@ def evaluate_loss(parts, loader, device, progress=True, description="val"):
     the means are those of every process."""
     model = distributed.unwrap_model(parts.model)
     model.eval()
-    meter, energy = LossMeter(device), ConsistencyEnergyMeter(device)
+    meter, energy = LossMeter(device, parts.component_names()), ConsistencyEnergyMeter(device)
     for batch in tqdm(loader, desc=description, disable=not progress, leave=False, dynamic_ncols=True):
-        image, segmentation_target, depth_target = move_batch(batch, device)
+        image, targets, _ = split_batch(move_batch(batch, device), parts.normals)
         outputs = forward(model, image, parts.speed)
-        terms = parts.criterion(outputs, segmentation_target, depth_target)
+        terms = parts.criterion(outputs, *targets)
         meter.update(parts.balancer.combine(terms.groups()), terms, image.shape[0])
         energy.update(outputs, image.shape[0])
     meter.reduce_across_processes()
@@ -257,11 +287,15 @@ def evaluate_metrics(model, loader, device, num_classes, ignore_index, progress=
     metrics = MultiTaskMetrics.over_processes(num_classes, ignore_index, model.tasks)
     energy = ConsistencyEnergyMeter(device)
     sampled_targets, sampled_predictions = [], []
+    normals = loader.dataset.reads_normals
     for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False, dynamic_ncols=True):
-        image, segmentation_target, depth_target = move_batch(batch, device)
+        image, targets, _ = split_batch(move_batch(batch, device), normals)
+        segmentation_target, depth_target = targets[:2]
         outputs = model(image, direct_only=not with_transfer)
         energy.update(outputs, image.shape[0])
-        metrics.update(outputs.segmentation, segmentation_target, outputs.depth, depth_target)
+        measured_normals = {"normal_prediction": outputs.normal, "normal_target": targets[2]} \
+            if NORMAL in model.tasks else {}
+        metrics.update(outputs.segmentation, segmentation_target, outputs.depth, depth_target, **measured_normals)
         if outputs.depth is not None:
             valid = depth_target > 0
             stride = max(1, math.ceil(int(valid.sum()) / DEPTH_PLOT_PIXELS_PER_BATCH))
@@ -279,7 +313,8 @@ def constant_baseline_metrics(train_set, loader, device):
     class and its mean valid depth (the bar a model that learns nothing would reach)."""
     class_counts = torch.zeros(train_set.num_classes, dtype=torch.float64)
     depth_sum, depth_count = 0.0, 0
-    for _, segmentation_target, depth_target in train_set:
+    for sample in train_set:
+        segmentation_target, depth_target = sample[1], sample[2]
         valid = segmentation_target != train_set.ignore_index
         class_counts += torch.bincount(segmentation_target[valid], minlength=train_set.num_classes).double()
         depth_sum += float(depth_target[depth_target > 0].sum())
@@ -287,7 +322,7 @@ def constant_baseline_metrics(train_set, loader, device):
     logits = torch.nn.functional.one_hot(class_counts.argmax(), train_set.num_classes).double().view(1, -1, 1, 1)
     metrics = MultiTaskMetrics.over_processes(train_set.num_classes, train_set.ignore_index, ("segmentation", "depth"))
     for batch in loader:
-        _, segmentation_target, depth_target = move_batch(batch, device)
+        segmentation_target, depth_target = move_batch(batch, device)[1:3]
         batch_logits = logits.to(device).expand(len(segmentation_target), -1, *segmentation_target.shape[-2:])
         metrics.update(batch_logits, segmentation_target, torch.full_like(depth_target, depth_sum / max(depth_count, 1)),
                        depth_target)
@@ -302,7 +337,7 @@ def predict_samples(model, dataset, indices, device, direct_only):
     image = torch.stack([sample[0] for sample in samples]).to(device)
     outputs = model(image, direct_only=direct_only)
     rows = []
-    for position, (sample_image, segmentation_target, depth_target) in enumerate(samples):
+    for position, (sample_image, segmentation_target, depth_target) in enumerate(sample[:3] for sample in samples):
         rows.append({
             "image": sample_image,
             "segmentation_target": segmentation_target,
@@ -317,11 +352,17 @@ def predict_samples(model, dataset, indices, device, direct_only):
     return rows
 
 
+def recorded_components(record):
+    """The loss components in a history row (its "train_{name}" columns but the total's)."""
+    return tuple(key[len("train_"):] for key in record if key.startswith("train_") and key != "train_loss")
+
+
 def epoch_record(epoch, train, val, balancing_weights, learning_rate, seconds):
     """One row of the per-epoch history: every printed figure, flat."""
     record = {"epoch": epoch, "train_loss": train["loss"], "val_loss": val["loss"]}
-    record.update({f"train_{name}": train[name] for name in COMPONENT_NAMES})
-    record.update({f"val_{name}": val[name] for name in COMPONENT_NAMES})
+    components = [name for name in train if name not in ("loss", "images_per_second")]
+    record.update({f"train_{name}": train[name] for name in components})
+    record.update({f"val_{name}": val[name] for name in components})
     record.update({f"val_{key}": val[key] for key in ENERGY_KEYS if key in val})
     record.update(balancing_weights)
     record.update({"lr": learning_rate, "images_per_second": train["images_per_second"], "epoch_seconds": seconds})
@@ -331,7 +372,7 @@ def epoch_record(epoch, train, val, balancing_weights, learning_rate, seconds):
 def format_epoch_line(record, epochs):
     """The one line printed per epoch."""
     components = " ".join(f"{name}={record['train_' + name]:.4f}/{record['val_' + name]:.4f}"
-                          for name in COMPONENT_NAMES)
+                          for name in recorded_components(record))
     weights = " ".join(f"{key}={value:.4f}" for key, value in record.items()
                        if key.startswith(("sigma_", "w_")))
     energy = ("val " + describe({key: record["val_" + key] for key in ENERGY_KEYS}) + " | "

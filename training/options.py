@@ -15,9 +15,11 @@ from losses import BALANCERS, BALANCING_FORMS, XTaskLoss, make_balancer
 from losses.depth import DEPTH_LOSSES
 from losses.segmentation import TRANSFERRED_SEGMENTATION_LOSSES
 from losses.xtask import CONSISTENCY_METHODS, TRANSFERRED_DEPTH_LOSSES
+from models import MODEL_FAMILIES
 from models.encoder import ENCODER_DEPTHS
 from models.xtask_net import INPUT_MULTIPLE
-from training.config import AUTO, BALANCER_FLAGS, RunConfig, as_value, flag_message
+from training.config import (AUTO, BALANCER_FLAGS, CROSS_TASK_ONLY, THREE_TASKS, TWO_TASKS, RunConfig, as_value,
+                             flag_message, keys_with)
 
 SEED_LIMIT = 2 ** 32
 # The weightings PCGrad's per-task losses can come from (their total is a sum of per-task terms).
@@ -73,14 +75,21 @@ def build_parser(profile):
                       "access instead of the preprocessed cache")
 
     model = parser.add_argument_group("model")
+    model.add_argument("--model", choices=tuple(MODEL_FAMILIES), default="xtask", help="the network: the "
+                       "cross-task model (xtask) or MTAN, SegNet with task attention (mtan: no transfer nets, so "
+                       "none of the cross-task settings)")
     model.add_argument("--enc_layers", type=int, default=34, choices=ENCODER_DEPTHS, help="ResNet depth")
     model.add_argument("--use_pretrain", action="store_true",
                        help="initialise the encoder with torchvision's ImageNet weights (local file only)")
     model.add_argument("--pretrained_weights", help="explicit path of the ImageNet weights file")
     model.add_argument("--batch_norm", action="store_true", help="BatchNorm in the TaskTransferNets")
     model.add_argument("--wider_ttnet", action="store_true", help="double the TaskTransferNets' widths")
-    model.add_argument("--single_task", choices=("segmentation", "depth"),
-                       help="single-task baseline: the encoder and this task's decoder, its direct loss only")
+    model.add_argument("--tasks", nargs="+", choices=THREE_TASKS, default=TWO_TASKS, metavar="TASK",
+                       help="the tasks learnt together: segmentation depth, or segmentation depth normal (NYUv2's "
+                       "surface normals, --model mtan)")
+    model.add_argument("--single_task", choices=THREE_TASKS,
+                       help="single-task baseline: the encoder and this task's decoder, its direct loss only "
+                       "(normal: --model mtan on NYUv2)")
 
     training = parser.add_argument_group("training")
     training.add_argument("-e", "--epochs", type=int, help="training epochs")
@@ -195,6 +204,11 @@ def parse_options(profile, argv=None):
     explicit = tuple(sorted(key for key, value in vars(probe).items()
                             if value is not not_given and key != "balancing_flag"))
     config = RunConfig().replace(dataset=profile.name, explicit=explicit, **values)
+    tasks = config.model.tasks
+    if len(set(tasks)) == len(tasks) and set(tasks) in (set(TWO_TASKS), set(THREE_TASKS)):
+        config = config.replace(tasks=tuple(task for task in THREE_TASKS if task in config.model.tasks))
+    if config.model.single_task == "normal" and "tasks" not in explicit:
+        config = config.replace(tasks=THREE_TASKS)
     if config.model.single_task is not None:
         config = config.replace(**{key: value for key, value in SINGLE_TASK_BETAS.items() if key not in explicit})
     problem = find_problem(config, profile)
@@ -260,12 +274,45 @@ def find_problem(config, profile):
     for failed, message in checks:
         if failed:
             return message
+    problem = task_problem(config, profile)
+    if problem:
+        return problem
+    cross_task_only = [f"--{key}" for key in config.explicit if key in keys_with(CROSS_TASK_ONLY)]
+    if model.family != "xtask" and cross_task_only:
+        return (f"{', '.join(cross_task_only)}: a setting of the cross-task model (its encoder, transfer nets or "
+                f"their losses), not of --model {model.family}; drop it or use --model xtask")
     try:
-        XTaskLoss(**config.loss.arguments(data.num_classes, data.ignore_index, model.single_task))
+        XTaskLoss(**config.loss.arguments(data.num_classes, data.ignore_index,
+                                          None if model.single_task == "normal" else model.single_task))
     except ValueError as error:
         return flag_message(error)
     try:
-        make_balancer(config.balancing.method, **config.balancing.arguments(optimization))
+        make_balancer(config.balancing.method, **config.balancing.arguments(optimization, len(model.tasks)))
     except ValueError as error:
         return flag_message(error, BALANCER_FLAGS)
     return None
+
+
+def task_problem(config, profile):
+    """The first reason the tasks of `config` cannot be trained with its model and dataset, or None."""
+    model, tasks = config.model, config.model.tasks
+    given = " ".join(tasks)
+    has_normals = any("normal" in task_set for task_set in profile.dataset_class.task_sets)
+    checks = (
+        (tasks not in (TWO_TASKS, THREE_TASKS),
+         f"--tasks {given}: expected segmentation depth, or segmentation depth normal (each once)"),
+        (model.single_task == "normal" and not has_normals,
+         f"--single_task normal: {profile.name} has no surface normals (NYUv2 has)"),
+        ("normal" in tasks and not has_normals, f"--tasks {given}: {profile.name} has no surface normals (NYUv2 has)"),
+        (model.single_task == "normal" and "normal" not in tasks,
+         f"--single_task normal with --tasks {given}: the normals baseline reads the surface normals; drop --tasks"),
+        ("normal" in tasks and model.family == "xtask",
+         f"--tasks {given}: the cross-task model has no surface-normal head; use --model mtan"),
+        (model.single_task in TWO_TASKS and tasks == THREE_TASKS,
+         f"--single_task {model.single_task} with --tasks {given}: a segmentation or depth baseline learns its task "
+         "alone from the two-task data; drop --tasks"),
+        ("normal" in tasks and config.balancing.method == "gradnorm",
+         f"--gradnorm with --tasks {given}: GradNorm is implemented for the two groups of segmentation and depth; "
+         "choose --balancing none, uncertainty, dwa or pcgrad"),
+    )
+    return next((message for failed, message in checks if failed), None)

@@ -260,9 +260,10 @@ class Recorder:
             atomic_write_bytes(self.path("status"), (status + "\n").encode())
 
     def evaluation_checkpoint(self, epoch):
-        """What best.pt holds: the model and balancer with their constructor arguments, the data settings,
-        the epoch, the best validation loss and the history."""
+        """What best.pt holds: the model (its family and constructor arguments) and the balancer with its
+        constructor arguments, the data settings, the epoch, the best validation loss and the history."""
         return {"format": CHECKPOINT_FORMAT, "model": self.parts.model.state_dict(),
+                "model_family": self.construction["model_family"],
                 "model_arguments": self.construction["model_arguments"],
                 "balancing": self.parts.balancer.state_dict(), "balancer": self.construction["balancer"],
                 "data": self.construction["data"], "epoch": epoch, "best_val_loss": self.best_loss,

@@ -8,12 +8,11 @@ import numpy as np
 import torch
 
 from data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from losses.xtask import COMPONENT_NAMES
 from training import engine
 from training.config import SUMMARISED, keys_with
 from utils import plots
 from utils.consistency_energy import describe
-from utils.metric_definitions import METRICS, STANDARD, TASKS, metric_key, select
+from utils.metric_definitions import DEPTH, METRICS, SEGMENTATION, STANDARD, TASKS, metric_key, select
 from utils.metric_definitions import PROTOCOLS as METRIC_PROTOCOLS
 from utils.timing import inference_latency_ms
 
@@ -35,7 +34,7 @@ def write_figures(folder, history, model, dataset, depth_pairs, context):
     paths = []
     if history:
         paths.append(os.path.join(folder, "loss_curves.png"))
-        plots.plot_loss_curves(history, paths[-1], COMPONENT_NAMES)
+        plots.plot_loss_curves(history, paths[-1], engine.recorded_components(history[0]))
     paths.append(os.path.join(folder, "predictions.png"))
     plots.plot_prediction_grid(rows, paths[-1], dataset.palette, dataset.ignore_index, context.profile.depth_label)
     if depth_pairs is not None:
@@ -44,10 +43,11 @@ def write_figures(folder, history, model, dataset, depth_pairs, context):
     return paths
 
 
-# The table's first block: the standard protocol's Δm metrics, a row per protocol; then per task a block of
-# that task's other standard-protocol metrics.
-MAIN_COLUMNS = select(STANDARD, in_delta_m=True)
-MORE_COLUMNS = tuple(columns for columns in (select(STANDARD, task, in_delta_m=False) for task in TASKS) if columns)
+# The table's first block: the paper's four metrics (the standard protocol's Δm metrics of segmentation and
+# depth), a row per protocol; then per task a block of that task's other standard-protocol metrics.
+MAIN_COLUMNS = tuple(metric for metric in select(STANDARD, in_delta_m=True) if metric.task in (SEGMENTATION, DEPTH))
+MORE_COLUMNS = tuple(columns for columns in (tuple(metric for metric in select(STANDARD, task)
+                                                   if metric not in MAIN_COLUMNS) for task in TASKS) if columns)
 
 
 def prediction_grid_image(context, model, dataset):
@@ -112,11 +112,16 @@ def results_table(metrics, context, baseline=None):
     return "\n".join(lines)
 
 
+def csv_cell(value):
+    """A setting as a results.csv cell: a tuple (the tasks) as its items separated by spaces, as on the command line."""
+    return " ".join(str(item) for item in value) if isinstance(value, tuple) else value
+
+
 def summary_row(folder, context, results):
     """One row of {save_path}/results.csv for a finished run."""
     row = {"experiment": os.path.basename(folder), "dataset": context.profile.name,
            "finished": datetime.datetime.now().isoformat(timespec="seconds"), "best_epoch": results["epoch"]}
-    row.update({key: context.config[key] for key in keys_with(SUMMARISED)})
+    row.update({key: csv_cell(context.config[key]) for key in keys_with(SUMMARISED)})
     row.update({key: value for key, value in results["metrics"].items() if key != "iou"})
     return row
 

@@ -46,7 +46,8 @@ class RunContext:
         data = self.config.data
         return self.profile.build_dataset(data.input_path, split, height=data.height, width=data.width,
                                           num_classes=data.num_classes, ignore_index=data.ignore_index,
-                                          augment=augment, seed=self.config.optimization.seed, cache=data.cache())
+                                          augment=augment, seed=self.config.optimization.seed, cache=data.cache(),
+                                          tasks=self.config.model.tasks)
 
     def loader(self, dataset, generator=None):
         """A DataLoader of this process's share of each --batch_size batch of `dataset` (all of it in one
@@ -123,7 +124,8 @@ def start_recorder(context, parts, train_set, generator):
     construction = {"model_family": config.model.family,
                     "model_arguments": config.model.arguments(train_set.num_classes),
                     "balancer": {"method": config.balancing.method,
-                                 "arguments": config.balancing.arguments(config.optimization)},
+                                 "arguments": config.balancing.arguments(config.optimization,
+                                                                         len(config.model.tasks))},
                     "data": context.data_settings()}
     writes = context.processes.is_main
     if config.run.resume is None:
@@ -160,7 +162,7 @@ def train(context, stop):
     if config.run.tensorboard and recorder.folder is not None:
         recorder.board = TensorBoardLog(recorder.folder, lambda: prediction_grid_image(context, parts.model, val_set))
     print(f"{context.profile.name} ({train_set.layout}): {len(train_set)} train / {len(val_set)} val images at "
-          f"{config.data.height}x{config.data.width}, ResNet-{config.model.xtask.enc_layers}, balancing "
+          f"{config.data.height}x{config.data.width}, {config.model.describe()}, balancing "
           f"{config.balancing.method}, "
           f"{sum(p.numel() for p in parts.model.parameters()):,} parameters, {context.device}"
           f"{f' x {context.processes.world_size} processes' if context.processes.is_distributed else ''}")

@@ -9,9 +9,10 @@ on average (Maninis et al. 2019, Vandenhende et al. 2021).
 
 The metrics averaged are the ones the paper reports, in either protocol of utils.metrics (those marked
 `in_delta_m` in utils.metric_definitions): mIoU and pixel accuracy for segmentation, Abs and Abs Rel for
-depth.
+depth, and for surface normals (standard protocol) the mean and median angle errors and the three
+within-angle fractions. The tasks T are those the multi-task model was evaluated on.
 """
-from utils.metric_definitions import METRICS, PROTOCOLS, STANDARD, delta_m_keys, select
+from utils.metric_definitions import METRICS, PROTOCOLS, STANDARD, delta_m_keys, measured_tasks, select
 
 
 def delta_m_titles(lower_is_better):
@@ -42,10 +43,14 @@ def task_metrics(protocol):
 
 
 def delta_m(multi_task_metrics, single_task_metrics_by_task, protocol="standard"):
-    """Δm in percent of a multi-task model's metrics against {"segmentation": metrics, "depth": metrics} of
-    the single-task models (metrics dicts as in results.json); ValueError naming a missing metric."""
+    """Δm in percent of a multi-task model's metrics against {"segmentation": metrics, "depth": metrics, ...}
+    of the single-task models (metrics dicts as in results.json), over the tasks the multi-task metrics
+    have any Δm metric of; ValueError naming a missing metric."""
     per_task = []
+    measured = measured_tasks(multi_task_metrics)
     for task, metrics in task_metrics(protocol).items():
+        if task not in measured:
+            continue
         if task not in single_task_metrics_by_task:
             raise ValueError(f"no single-task {task} metrics")
         single = single_task_metrics_by_task[task]
@@ -57,4 +62,6 @@ def delta_m(multi_task_metrics, single_task_metrics_by_task, protocol="standard"
                 raise ValueError(f"{metric} missing from the single-task {task} metrics")
             differences.append(signed_relative_difference(metric, multi_task_metrics[metric], single[metric]))
         per_task.append(sum(differences) / len(differences))
+    if not per_task:
+        raise ValueError(f"the multi-task metrics have none of the Δm metrics of the {protocol} protocol")
     return sum(per_task) / len(per_task)

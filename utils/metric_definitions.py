@@ -13,6 +13,7 @@ from types import MappingProxyType
 
 SEGMENTATION = "segmentation"
 DEPTH = "depth"
+NORMAL = "normal"
 STANDARD = "standard"
 PAPER = "paper"
 
@@ -80,6 +81,11 @@ DECLARED = (
     *measured("delta1", "d<1.25", DEPTH, percent=True),
     *measured("delta2", "d<1.25^2", DEPTH, percent=True),
     *measured("delta3", "d<1.25^3", DEPTH, percent=True),
+    *measured("normal_mean", "Mean err", NORMAL, lower_is_better=True, in_delta_m=True),
+    *measured("normal_median", "Med err", NORMAL, lower_is_better=True, in_delta_m=True),
+    *measured("normal_11_25", "<11.25", NORMAL, percent=True, in_delta_m=True),
+    *measured("normal_22_5", "<22.5", NORMAL, percent=True, in_delta_m=True),
+    *measured("normal_30", "<30", NORMAL, percent=True, in_delta_m=True),
 )
 
 # key -> Metric, the standard protocol's metrics first, each protocol's in the order of DECLARED.
@@ -99,3 +105,8 @@ def delta_m_keys(protocol):
     """{task: keys of the metrics Δm averages} under `protocol`, tasks without such metrics left out."""
     by_task = {task: tuple(metric.key for metric in select(protocol, task, in_delta_m=True)) for task in TASKS}
     return MappingProxyType({task: keys for task, keys in by_task.items() if keys})
+
+
+def measured_tasks(metrics):
+    """The tasks (in TASKS order) that `metrics` (a results.json metrics dict) has any metric of."""
+    return tuple(task for task in TASKS if any(metric.key in metrics for metric in select(task=task)))

@@ -22,7 +22,14 @@ pixel accuracy are computed per image and averaged over images; depth Abs and Ab
 per batch over its valid pixels and averaged over batches weighted by batch size. Images (batches)
 without any valid segmentation (depth) pixel are left out of these averages.
 
-A metric object measures both tasks or one of them (``tasks``); the other task's prediction is then
+Surface normals (task "normal", standard protocol only): over all valid pixels of the set (a target
+vector that is not all zero), the angle in degrees between the prediction (normalised to unit length)
+and the target: normal_mean, normal_median, and normal_11_25, normal_22_5, normal_30, the fractions in
+[0, 1] of pixels with an angle below 11.25, 22.5 and 30 degrees. The median comes from a histogram of
+the angles with NORMAL_HISTOGRAM_BINS bins over [0, 180] degrees (a sum, like every other accumulator):
+it is within half a bin (0.0005 degrees) of the median of the angles themselves.
+
+A metric object measures all its tasks or some of them (``tasks``); another task's prediction is then
 None and its keys are absent from ``compute()``.
 
 Every accumulator is a sum, so the global result of a distributed evaluation is obtained by an
@@ -45,6 +52,10 @@ DEPTH_PREDICTION_FLOOR = 1e-6
 # Thresholds on max(prediction / target, target / prediction) of delta1, delta2 and delta3.
 DELTA_THRESHOLDS = (1.25, 1.25**2, 1.25**3)
 
+# Angles (degrees) below which normal_11_25, normal_22_5 and normal_30 count a pixel, by key.
+NORMAL_THRESHOLDS = {"normal_11_25": 11.25, "normal_22_5": 22.5, "normal_30": 30.0}
+NORMAL_HISTOGRAM_BINS = 180_000  # 0.001-degree bins over [0, 180]
+
 STATE_NAMES = (
     "confusion_matrix",
     "depth_abs_error_sum",
@@ -62,6 +73,10 @@ STATE_NAMES = (
     "paper_batch_abs_weighted_sum",
     "paper_batch_abs_rel_weighted_sum",
     "paper_batch_weight_total",
+    "normal_angle_sum",
+    "normal_valid_pixel_count",
+    *(f"{key}_count" for key in NORMAL_THRESHOLDS),
+    "normal_angle_histogram",
 )
 
 # The keys of compute() that each task's predictions are measured by.
@@ -69,6 +84,7 @@ TASK_METRIC_KEYS = {
     "segmentation": ("miou", "pixel_acc", "iou", "miou_paper", "pixel_acc_paper"),
     "depth": ("abs", "abs_rel", "rmse", "rmse_log", "sq_rel", "delta1", "delta2", "delta3", "abs_paper",
               "abs_rel_paper"),
+    "normal": ("normal_mean", "normal_median", *NORMAL_THRESHOLDS),
 }
 
 
@@ -101,14 +117,14 @@ class MultiTaskMetrics:
     def __init__(self, num_classes: int, ignore_index: int = 250, tasks=("segmentation", "depth"),
                  batch_sum=None):
         """num_classes: number of segmentation classes C; ignore_index: target label of unlabelled
-        pixels (excluded from every segmentation metric); tasks: the tasks measured, one or both of
-        "segmentation" and "depth"; batch_sum: None (each update is a whole batch) or the in-place sum
-        over processes described above."""
+        pixels (excluded from every segmentation metric); tasks: the tasks measured, some of
+        "segmentation", "depth" and "normal"; batch_sum: None (each update is a whole batch) or the
+        in-place sum over processes described above."""
         if num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {num_classes}")
         if isinstance(tasks, str) or not tasks or len(set(tasks)) != len(tasks) or set(tasks) - set(TASK_METRIC_KEYS):
             raise ValueError(
-                f"tasks {tasks!r}: expected one or both of {', '.join(TASK_METRIC_KEYS)}, without repeats")
+                f"tasks {tasks!r}: expected some of {', '.join(TASK_METRIC_KEYS)}, without repeats")
         self.num_classes = num_classes
         self.tasks = tuple(task for task in TASK_METRIC_KEYS if task in tasks)
         self.ignore_index = ignore_index
@@ -116,6 +132,7 @@ class MultiTaskMetrics:
         self._state = {name: torch.zeros((), dtype=torch.float64) for name in STATE_NAMES}
         self._state["confusion_matrix"] = torch.zeros((num_classes, num_classes), dtype=torch.int64)
         self._state["paper_image_count"] = torch.zeros((), dtype=torch.int64)
+        self._state["normal_angle_histogram"] = torch.zeros(NORMAL_HISTOGRAM_BINS, dtype=torch.int64)
 
     @classmethod
     def over_processes(cls, num_classes: int, ignore_index: int, tasks) -> "MultiTaskMetrics":
@@ -176,13 +193,15 @@ class MultiTaskMetrics:
                     f"expected {tuple(current.shape)}"
                 )
 
-    def _check_inputs(self, segmentation_logits, segmentation_target, depth_prediction, depth_target):
+    def _check_inputs(self, segmentation_logits, segmentation_target, depth_prediction, depth_target,
+                      normals=(None, None)):
         """Raise ValueError on a prediction given for a task that is not measured, on a prediction or
         target missing for a measured one, and on shapes or dtypes that do not fit together (no
-        device sync)."""
+        device sync). normals: (normal_prediction, normal_target)."""
         inputs = (
             ("segmentation", "segmentation_logits", segmentation_logits, "segmentation_target", segmentation_target),
             ("depth", "depth_prediction", depth_prediction, "depth_target", depth_target),
+            ("normal", "normal_prediction", normals[0], "normal_target", normals[1]),
         )
         for task, prediction_name, prediction, target_name, target in inputs:
             measured = task in self.tasks
@@ -195,6 +214,10 @@ class MultiTaskMetrics:
             self._check_segmentation_inputs(segmentation_logits, segmentation_target)
         if depth_prediction is not None:
             self._check_depth_inputs(depth_prediction, depth_target, segmentation_logits)
+        if normals[0] is not None and (tuple(normals[0].shape) != tuple(normals[1].shape) or normals[1].dim() != 4
+                                       or normals[1].shape[1] != 3):
+            raise ValueError(f"normal_prediction and normal_target must both be [N, 3, H, W], got "
+                             f"{tuple(normals[0].shape)} and {tuple(normals[1].shape)}")
 
     def _check_segmentation_inputs(self, segmentation_logits, segmentation_target):
         """Raise ValueError unless logits [N, C, H, W] and integer target [N, H, W] fit together."""
@@ -239,25 +262,33 @@ class MultiTaskMetrics:
         segmentation_target: Optional[torch.Tensor],
         depth_prediction: Optional[torch.Tensor],
         depth_target: Optional[torch.Tensor],
+        normal_prediction: Optional[torch.Tensor] = None,
+        normal_target: Optional[torch.Tensor] = None,
     ) -> None:
         """Accumulate one batch.
 
         segmentation_logits: float [N, C, H, W], class scores (the argmax is the prediction);
         segmentation_target: integer [N, H, W], class labels in [0, C) or ignore_index;
         depth_prediction, depth_target: float [N, 1, H, W] in the same units (e.g. metres, or
-        disparity); a pixel is valid where depth_target > 0. The prediction of a task that is not
+        disparity); a pixel is valid where depth_target > 0; normal_prediction, normal_target: float
+        [N, 3, H, W] surface normals (the prediction is normalised here; a target pixel is valid where
+        its vector is not all zero). The prediction of a task that is not
         measured must be None (its target, tensor or None, is ignored). Raises ValueError on
         mismatched shapes, on a prediction that does not fit ``tasks`` and on a label outside [0, C)
         that is not ignore_index.
         """
-        self._check_inputs(segmentation_logits, segmentation_target, depth_prediction, depth_target)
-        device = (depth_prediction if segmentation_logits is None else segmentation_logits).device
+        self._check_inputs(segmentation_logits, segmentation_target, depth_prediction, depth_target,
+                           (normal_prediction, normal_target))
+        device = next(prediction for prediction in (segmentation_logits, depth_prediction, normal_prediction)
+                      if prediction is not None).device
         if self._state["confusion_matrix"].device != device:
             self._state = {name: tensor.to(device) for name, tensor in self._state.items()}
         if segmentation_logits is not None:
             self._update_segmentation(segmentation_logits, segmentation_target.to(device))
         if depth_prediction is not None:
             self._update_depth(depth_prediction.to(device), depth_target.to(device))
+        if normal_prediction is not None:
+            self._update_normal(normal_prediction, normal_target.to(device))
 
     def _update_segmentation(self, logits: torch.Tensor, target: torch.Tensor) -> None:
         """Add the batch to the confusion matrix and to the per-image (paper) sums."""
@@ -319,6 +350,31 @@ class MultiTaskMetrics:
         self._state["depth_valid_pixel_count"] += batch_sums[2]
         self._add_paper_batch(batch_sums, target.shape[0])
 
+    def _update_normal(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
+        """Add the batch's angles (degrees, float64) between the normalised prediction and the target."""
+        valid = target.abs().sum(dim=1) > 0
+        prediction = torch.nn.functional.normalize(prediction.double(), dim=1)
+        cosine = (prediction * target.double()).sum(dim=1).clamp(-1.0, 1.0)
+        angle = torch.rad2deg(torch.acos(cosine[valid]))
+        self._state["normal_angle_sum"] += angle.sum()
+        self._state["normal_valid_pixel_count"] += angle.numel()
+        for key, threshold in NORMAL_THRESHOLDS.items():
+            self._state[f"{key}_count"] += (angle < threshold).sum(dtype=torch.float64)
+        bins = (angle * (NORMAL_HISTOGRAM_BINS / 180.0)).long().clamp(0, NORMAL_HISTOGRAM_BINS - 1)
+        self._state["normal_angle_histogram"] += torch.bincount(bins, minlength=NORMAL_HISTOGRAM_BINS)
+
+    def _normal_median(self) -> float:
+        """The median angle (degrees) from the histogram: the centre of the middle bin, or the mean of the
+        centres of the two middle bins for an even pixel count (as numpy.median); NaN without pixels."""
+        histogram = self._state["normal_angle_histogram"]
+        count = int(histogram.sum())
+        if count == 0:
+            return math.nan
+        cumulative = histogram.cumsum(0)
+        positions = torch.tensor([(count - 1) // 2, count // 2], device=histogram.device)
+        middle_bins = torch.searchsorted(cumulative, positions, right=True)
+        return float(((middle_bins.double() + 0.5) * (180.0 / NORMAL_HISTOGRAM_BINS)).mean())
+
     def _add_paper_batch(self, batch_sums: torch.Tensor, image_count: int) -> None:
         """Add one batch's paper-protocol depth terms: batch_sums holds its (absolute error sum, relative
         error sum, valid pixel count), summed over the processes first when ``batch_sum`` is set;
@@ -355,7 +411,8 @@ class MultiTaskMetrics:
         in [0, 1] of pixels with max(p+ / g, g / p+) < 1.25, 1.25^2, 1.25^3 (rmse_log and the
         deltas are the same for depth and disparity maps, the ratio being symmetric); then iou
         (list of C per-class IoUs, NaN for a class with empty union).
-        Paper protocol: miou_paper, pixel_acc_paper, abs_paper, abs_rel_paper.
+        Paper protocol: miou_paper, pixel_acc_paper, abs_paper, abs_rel_paper. Surface normals:
+        normal_mean, normal_median (degrees), normal_11_25, normal_22_5, normal_30 (fractions).
         Only the keys of the measured tasks are returned (TASK_METRIC_KEYS), in this order.
         """
         state = self._state
@@ -383,6 +440,9 @@ class MultiTaskMetrics:
             "pixel_acc_paper": (state["paper_image_pixel_acc_sum"] / image_count).item(),
             "abs_paper": (state["paper_batch_abs_weighted_sum"] / batch_weight_total).item(),
             "abs_rel_paper": (state["paper_batch_abs_rel_weighted_sum"] / batch_weight_total).item(),
+            "normal_mean": (state["normal_angle_sum"] / state["normal_valid_pixel_count"]).item(),
+            "normal_median": self._normal_median(),
+            **{key: (state[f"{key}_count"] / state["normal_valid_pixel_count"]).item() for key in NORMAL_THRESHOLDS},
         }
         measured_keys = {key for task in self.tasks for key in TASK_METRIC_KEYS[task]}
         return {key: value for key, value in results.items() if key in measured_keys}

@@ -16,15 +16,15 @@ import numpy as np
 
 from data.cityscapes import (CITYSCAPES_CLASS_COUNTS, DISPARITY_SUFFIX, IMAGE_SUFFIX, LABEL_SUFFIX,
                              cityscapes_label_lookup, disparity_from_raw)
-from data.synthetic.indoor_scene import indoor_scene
+from data.synthetic.indoor_scene import indoor_scene, indoor_scene_with_normals
 from data.synthetic.street_scene import cityscapes_scene
 
 CITY_NAMES = ("arden", "brookhaven", "corvale")
 FRAME_NUMBER = 19
 MTAN_IGNORED = -1
 
-__all__ = ["cityscapes_scene", "indoor_scene", "scene_generator", "write_cityscapes_mtan", "write_cityscapes_raw",
-           "write_nyu_mtan"]
+__all__ = ["cityscapes_scene", "indoor_scene", "indoor_scene_with_normals", "scene_generator", "write_cityscapes_mtan",
+           "write_cityscapes_raw", "write_nyu_mtan"]
 
 
 def scene_generator(seed: int, split: str, index: int) -> np.random.Generator:
@@ -89,13 +89,16 @@ def write_cityscapes_mtan(root, splits: dict, height: int = 128, width: int = 25
 
 def write_nyu_mtan(root, splits: dict, height: int = 288, width: int = 384, seed: int = 0) -> Path:
     """Write indoor scenes in the MTAN NYUv2 layout under `root`: {split}/image/{i}.npy (float32
-    H x W x 3 in [0, 1]), {split}/label/{i}.npy (float32 H x W, 13 classes, -1 unlabelled) and
-    {split}/depth/{i}.npy (float32 H x W x 1, metres, 0 missing). Returns `root`."""
+    H x W x 3 in [0, 1]), {split}/label/{i}.npy (float32 H x W, 13 classes, -1 unlabelled),
+    {split}/depth/{i}.npy (float32 H x W x 1, metres, 0 missing) and {split}/normal/{i}.npy (float32
+    H x W x 3, unit vectors in camera coordinates, all three components 0 where depth is missing).
+    Returns `root`."""
     root = Path(root)
     for split, count in splits.items():
         for index in range(count):
-            image, label, depth = indoor_scene(scene_generator(seed, split, index), height, width)
+            image, label, depth, normal = indoor_scene_with_normals(scene_generator(seed, split, index), height, width)
             write_npy(root / split / "image" / f"{index}.npy", image.astype(np.float32))
             write_npy(root / split / "label" / f"{index}.npy", label.astype(np.float32))
             write_npy(root / split / "depth" / f"{index}.npy", depth.astype(np.float32))
+            write_npy(root / split / "normal" / f"{index}.npy", normal.astype(np.float32))
     return root

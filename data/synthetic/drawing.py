@@ -20,10 +20,11 @@ class Canvas:
         self.label = np.full((height, width), background_label, dtype=np.int32)
         self.depth = np.full((height, width), np.inf, dtype=np.float32)
 
-    def paint(self, region: tuple, mask: np.ndarray, depth, label, colour) -> None:
+    def paint(self, region: tuple, mask: np.ndarray, depth, label, colour) -> np.ndarray:
         """Paint the pixels of `region` (row slice, column slice) where `mask` (bool, region shape)
         holds and `depth` (metres, scalar or region shape) is nearer than the current surface.
-        `label`: scalar or region shape; `colour`: RGB [3] or region shape x 3."""
+        `label`: scalar or region shape; `colour`: RGB [3] or region shape x 3. Returns the painted
+        pixels, bool [region shape]."""
         shape = self.depth[region].shape
         mask = np.broadcast_to(mask, shape)
         depth = np.broadcast_to(np.asarray(depth, dtype=np.float32), shape)
@@ -31,6 +32,7 @@ class Canvas:
         self.depth[region][drawn] = depth[drawn]
         self.label[region][drawn] = np.broadcast_to(label, shape)[drawn]
         self.colour[region][drawn] = np.broadcast_to(np.asarray(colour, dtype=np.float32), shape + (3,))[drawn]
+        return drawn
 
 
 def whole_image(height: int, width: int) -> tuple:

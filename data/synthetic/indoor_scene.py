@@ -1,11 +1,12 @@
 """Procedural indoor scenes in NYUv2 form (13 classes): an image in [0, 1], labels with -1 for
-unlabelled pixels and depth in metres with 0 where missing, ray-cast from one 3D room so that
-labels and depth agree.
+unlabelled pixels, depth in metres with 0 where missing and surface normals (unit vectors, 0 where
+depth is missing), ray-cast from one 3D room so that labels, depth and normals agree.
 
 World coordinates in metres: X to the right, Y up from the floor, Z forward. The room is an
 axis-aligned box (floor, ceiling, four walls); furniture is built from axis-aligned boxes standing
 on the floor or against the walls. Depth is the distance along the camera's optical axis, as a
-Kinect measures it.
+Kinect measures it. Normals are given in camera coordinates: x towards the image's right, y towards
+its top, z towards the camera (a surface seen head-on has normal (0, 0, 1)).
 """
 
 from dataclasses import dataclass
@@ -113,6 +114,21 @@ class WallPlacement:
         return box.low[0], box.high[0], box.low[2], box.high[2]
 
 
+class IndoorCanvas(Canvas):
+    """A Canvas that also keeps each pixel's surface normal: `normal` float32 [H, W, 3], world
+    coordinates, unit vectors where a surface is painted, 0 elsewhere."""
+
+    def __init__(self, height: int, width: int, background_label: int, background_colour: np.ndarray):
+        """An empty canvas (see Canvas) without any surface normal."""
+        super().__init__(height, width, background_label, background_colour)
+        self.normal = np.zeros((height, width, 3), dtype=np.float32)
+
+    def paint_surface(self, region: tuple, mask: np.ndarray, depth, label, colour, normal: np.ndarray) -> None:
+        """Canvas.paint, also recording `normal` (world unit vectors [3] or region shape x 3) where painted."""
+        drawn = self.paint(region, mask, depth, label, colour)
+        self.normal[region][drawn] = np.broadcast_to(normal, drawn.shape + (3,))[drawn]
+
+
 def plan_camera(rng: np.random.Generator, height: int, width: int) -> RoomCamera:
     """A hand-held camera 1.0-1.6 m above the floor, turned a little sideways and tilted down."""
     yaw, pitch, roll = rng.uniform(-0.45, 0.45), rng.uniform(-0.3, 0.1), rng.uniform(-0.04, 0.04)
@@ -146,7 +162,7 @@ def shading(camera: RoomCamera, room: Room, points: np.ndarray, normals: np.ndar
     return (ambient + (1 - ambient) * facing / (1 + (distance / 4.0) ** 2) * 1.6).astype(np.float32)
 
 
-def draw_room(canvas: Canvas, rng: np.random.Generator, camera: RoomCamera, room: Room, ambient: float) -> None:
+def draw_room(canvas: IndoorCanvas, rng: np.random.Generator, camera: RoomCamera, room: Room, ambient: float) -> None:
     """Floor (planks, tiles or carpet), walls (paint with a skirting board) and ceiling."""
     region = whole_image(canvas.height, canvas.width)
     rays = camera.rays(region)
@@ -174,7 +190,7 @@ def draw_room(canvas: Canvas, rng: np.random.Generator, camera: RoomCamera, room
     floor_colour = floor_appearance(rng, points[..., 0], points[..., 2])
     colour = np.where(floor[:, :, None], floor_colour, np.where(ceiling[:, :, None], ceiling_colour, wall_colour))
     colour *= shading(camera, room, points, normals, ambient)[:, :, None]
-    canvas.paint(region, np.ones(depth.shape, dtype=bool), depth, label, colour)
+    canvas.paint_surface(region, np.ones(depth.shape, dtype=bool), depth, label, colour, normals)
 
 
 def floor_appearance(rng: np.random.Generator, x: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -253,7 +269,7 @@ def box_extent_on_face(box: Box) -> tuple:
     return max(size[0], size[2]), size[1]
 
 
-def draw_box(canvas: Canvas, rng: np.random.Generator, camera: RoomCamera, room: Room, box: Box,
+def draw_box(canvas: IndoorCanvas, rng: np.random.Generator, camera: RoomCamera, room: Room, box: Box,
              ambient: float) -> None:
     """Ray-cast one box (slab test) and paint its visible faces, textured and shaded."""
     low, high = np.array(box.low, dtype=np.float32), np.array(box.high, dtype=np.float32)
@@ -282,7 +298,7 @@ def draw_box(canvas: Canvas, rng: np.random.Generator, camera: RoomCamera, room:
     vertical = np.where(on_top, local[..., 2], local[..., 1])
     colour = box_appearance(rng, box, horizontal, vertical, on_top)
     colour = colour * shading(camera, room, points, normals, ambient)[:, :, None]
-    canvas.paint(region, hit, depth, box.label, colour)
+    canvas.paint_surface(region, hit, depth, box.label, colour, normals)
 
 
 def random_choice(rng: np.random.Generator, options: tuple):
@@ -483,18 +499,37 @@ def unannotated(label: np.ndarray) -> np.ndarray:
     return cv2.dilate(shifted, kernel) != cv2.erode(shifted, kernel)
 
 
-def indoor_scene(rng: np.random.Generator, height: int, width: int) -> tuple:
+def camera_normals(camera: RoomCamera, world_normals: np.ndarray) -> np.ndarray:
+    """World normals [H, W, 3] in camera coordinates (x towards the image's right, y towards its top, z
+    towards the camera), float32; zero vectors stay 0."""
+    normals = world_normals.astype(np.float64) @ camera.rotation  # camera axes: right, up, forward
+    normals[..., 2] *= -1
+    return normals.astype(np.float32)
+
+
+def indoor_scene_with_normals(rng: np.random.Generator, height: int, width: int) -> tuple:
     """One random room at height x width: (image float32 [H, W, 3] in [0, 1], label int64 [H, W]
-    with the 13 NYUv2 classes and -1 unlabelled, depth float32 [H, W, 1] in metres, 0 missing)."""
+    with the 13 NYUv2 classes and -1 unlabelled, depth float32 [H, W, 1] in metres, 0 missing, normal
+    float32 [H, W, 3] unit vectors in camera coordinates, all three components 0 where depth is missing).
+    Draws from `rng` exactly what indoor_scene draws."""
     camera = plan_camera(rng, height, width)
     room = plan_room(rng)
     ambient = rng.uniform(0.35, 0.6)
-    canvas = Canvas(height, width, UNLABELLED, np.zeros(3, dtype=np.float32))
+    canvas = IndoorCanvas(height, width, UNLABELLED, np.zeros(3, dtype=np.float32))
     draw_room(canvas, rng, camera, room, ambient)
     for box in furnish(rng, room):
         draw_box(canvas, rng, camera, room, box, ambient)
     exposure = np.float32(rng.uniform(0.75, 1.1))
     image = finish_image(rng, canvas.colour * exposure, rng.uniform(0.008, 0.02))
-    depth = np.where(missing_depth(rng, canvas), 0, canvas.depth).astype(np.float32)
+    missing = missing_depth(rng, canvas)
+    depth = np.where(missing, 0, canvas.depth).astype(np.float32)
     label = np.where(unannotated(canvas.label), UNLABELLED, canvas.label).astype(np.int64)
-    return image, label, depth[:, :, None]
+    normal = np.where(missing[:, :, None], np.float32(0), camera_normals(camera, canvas.normal))
+    return image, label, depth[:, :, None], normal
+
+
+def indoor_scene(rng: np.random.Generator, height: int, width: int) -> tuple:
+    """One random room at height x width: (image float32 [H, W, 3] in [0, 1], label int64 [H, W]
+    with the 13 NYUv2 classes and -1 unlabelled, depth float32 [H, W, 1] in metres, 0 missing), the
+    scene of indoor_scene_with_normals without its normals."""
+    return indoor_scene_with_normals(rng, height, width)[:3]

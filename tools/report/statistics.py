@@ -10,7 +10,7 @@ from data.profiles import PROFILES
 from training.config import BASELINE_MATCH, keys_with
 from tools.report.gather import group_by_configuration, row_names, select_groups, shared_settings
 from utils.delta_m import delta_m
-from utils.metric_definitions import METRICS, PAPER, PROTOCOLS, TASKS, metric_key, select
+from utils.metric_definitions import METRICS, PAPER, PROTOCOLS, measured_tasks, metric_key, select
 
 # Column -> protocol of the Δm columns: "delta_m" (standard protocol), "delta_m_paper".
 DELTA_M_COLUMNS = MappingProxyType({metric_key("delta_m", protocol): protocol for protocol in PROTOCOLS})
@@ -71,10 +71,10 @@ def matching_baselines(run, candidates, task):
 
 
 def baseline_metrics(run, candidates):
-    """({task: metrics} of the single-task baselines of `run`, whether they are paired by seed), or
-    (None, False) when a task has no baseline. Paired: the baselines' runs with `run`'s seed (averaged
+    """({task: metrics} of the single-task baselines of `run` for each task it was evaluated on, whether
+    they are paired by seed), or (None, False) when a task has no baseline. Paired: the baselines' runs with `run`'s seed (averaged
     if several); otherwise each baseline averaged over all its seeds."""
-    baselines = {task: matching_baselines(run, candidates, task) for task in TASKS}
+    baselines = {task: matching_baselines(run, candidates, task) for task in measured_tasks(run.metrics)}
     if not all(baselines.values()):
         return None, False
     seed = run.config.optimization.seed
