@@ -22,6 +22,7 @@ from utils.delta_m import DEFINITION, delta_m
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SEEDS = (0, 1, 2)
+STD_NOTE_START = "± sample std"
 SEGMENTATION_KEYS = ("miou", "pixel_acc", "miou_paper", "pixel_acc_paper")
 DEPTH_KEYS = ("abs", "abs_rel", "rmse", "rmse_log", "sq_rel", "delta1", "delta2", "delta3", "abs_paper",
               "abs_rel_paper")
@@ -263,3 +264,35 @@ def test_command_line_run(experiments, tmp_path):
     assert "balancing=gradnorm gradnorm_form=original" in completed.stdout
     assert "paper protocol:" in completed.stdout and "skipped: 015 (no results.json)" in completed.stdout
     assert sorted(path.name for path in out.iterdir()) == ["report.csv", "report.md", "report.png"]
+
+
+def test_three_task_runs_get_delta_m_over_three_tasks_and_two_task_tables_show_no_normal_columns(tmp_path, capsys):
+    root = tmp_path / "exps"
+    root.mkdir()
+    nyu = parse_options(NYUV2, ["--model", "mtan"])
+    normal_metrics = {"normal_mean": 30.0, "normal_median": 25.0, "normal_11_25": 0.2, "normal_22_5": 0.4,
+                      "normal_30": 0.5}
+    three_tasks = {**{key: value for key, value in TYPICAL_METRICS.items()}, **normal_metrics, "normal_mean": 27.0,
+                   "normal_11_25": 0.25}
+    write_run(root, 1, config_json(nyu.replace(tasks=("segmentation", "depth", "normal"))), three_tasks)
+    write_run(root, 2, config_json(nyu.replace(single_task="segmentation")),
+              {key: 0.5 * TYPICAL_METRICS[key] for key in SEGMENTATION_KEYS})
+    write_run(root, 3, config_json(nyu.replace(single_task="depth")),
+              {key: 2.0 * TYPICAL_METRICS[key] for key in DEPTH_KEYS})
+    write_run(root, 4, config_json(nyu.replace(single_task="normal", tasks=("segmentation", "depth", "normal"))),
+              normal_metrics)
+    rows = {row.name: row for row in statistics.build_rows(*[gather.load_runs(root)[0]] * 2)}
+    three_task_row = rows["tasks=segmentation+depth+normal"]
+    # segmentation: both metrics doubled (+100 %); depth: both halved (lower is better: +50 %);
+    # normals: mean 27 vs 30 (+10 %), median equal (0), 0.25 vs 0.2 (+25 %), the others equal: +7 %.
+    expected = ((100 + 100) / 2 + (50 + 50) / 2 + (10 + 0 + 25 + 0 + 0) / 5) / 3
+    assert three_task_row.values["delta_m"][0] == pytest.approx(expected)
+    assert report.main([str(root), "--out", str(tmp_path / "report")]) == 0
+    assert "Mean err" in capsys.readouterr().out.split(STD_NOTE_START, 1)[1]
+
+    two_task_root = tmp_path / "two"
+    two_task_root.mkdir()
+    write_run(two_task_root, 1, default_config(), dict(TYPICAL_METRICS))
+    assert report.main([str(two_task_root), "--out", str(tmp_path / "report2")]) == 0
+    table = capsys.readouterr().out.split(STD_NOTE_START, 1)[1]  # after the Δm definition, which names every metric
+    assert "mIoU" in table and "Mean err" not in table and "<11.25" not in table

@@ -138,7 +138,9 @@ def group_by_configuration(runs):
 
 
 def format_setting(value):
-    """A setting's value as it appears in a row name."""
+    """A setting's value as it appears in a row name (a tuple, the tasks, as its items joined by "+")."""
+    if isinstance(value, (tuple, list)):
+        return "+".join(str(item) for item in value)
     return format(value, "g") if isinstance(value, float) else str(value)
 
 

@@ -103,14 +103,21 @@ def shared_line(report):
     return f"every row: {report.shared_settings or 'nothing away from the defaults'}"
 
 
+def shown_columns(rows, columns):
+    """The `columns` that some row has a value of (a two-task table shows no surface-normal columns)."""
+    return [column for column in columns if any(math.isfinite(row.values[column][0]) for row in rows)]
+
+
 def render_text(report):
-    """The printed report: the Δm definition, the table in PRINTED_BLOCKS, the pairing, the skipped folders
-    and the notes."""
+    """The printed report: the Δm definition, the table in PRINTED_BLOCKS (without the columns no row has a
+    value of), the pairing, the skipped folders and the notes."""
     lines = [DEFINITION, STD_NOTE]
     if report.rows:
         lines.append(shared_line(report))
         for title, columns in PRINTED_BLOCKS:
-            lines += ["", f"{title}:", aligned_text(*table_cells(report.rows, columns))]
+            shown = shown_columns(report.rows, columns)
+            if shown:
+                lines += ["", f"{title}:", aligned_text(*table_cells(report.rows, shown))]
         pairings = [f"  {row.name}: {row.pairing}" for row in report.rows if row.pairing]
         if pairings:
             lines += ["", "Δm baselines (single-task runs of the same dataset, classes, size, encoder):"] + pairings
