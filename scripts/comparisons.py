@@ -69,10 +69,11 @@ PUBLISHED_RESULTS = MappingProxyType({
 })
 
 # model/mtan/model_segnet_mtan_{cs,nyu}.py: Adam at lr 1e-4 (torch's default betas), batches of 2, 200
-# epochs; its StepLR (100 epochs, 0.5) when PCGrad is off.
+# epochs, no augmentation (its --apply_augmentation is off by default, line 16); its StepLR (100 epochs,
+# 0.5) when PCGrad is off.
 ORIGINAL_EPOCHS = 200  # model_segnet_mtan_cs.py:86, _nyu.py:72
-ORIGINAL_OPTIMIZATION = ("--epochs", str(ORIGINAL_EPOCHS), "--batch_size", "2", "--optim", "adam", "--lr", "1e-4", "--b1", "0.9",
-                         "--b2", "0.999")
+ORIGINAL_OPTIMIZATION = ("--epochs", str(ORIGINAL_EPOCHS), "--batch_size", "2", "--optim", "adam", "--lr", "1e-4",
+                         "--b1", "0.9", "--b2", "0.999", "--no_augment")
 ORIGINAL_SCHEDULER = ("--scheduler_step_size", "100", "--scheduler_gamma", "0.5")
 ORIGINAL_INPUT = MappingProxyType({
     "cityscapes": ("--num_classes", "7", "--height", "128", "--width", "256"),

@@ -45,6 +45,7 @@ def test_the_dry_run_of_both_datasets_exits_0_and_each_command_parses_to_its_row
         assert config.optimization.seeds == (0, 1, 2) and config.run.save_path == "./exps/comparisons", name
         if row == "cross_task":
             assert config.model.family == "xtask" and config["balancing"] == "uncertainty"
+            assert not config.data.no_augment, name
             assert set(config.explicit) == {"balancing", "seeds", "save_path"}, name
         elif row.startswith("single_"):
             assert config.model.single_task == row.removeprefix("single_") and config["balancing"] == "none"
@@ -55,6 +56,7 @@ def test_the_dry_run_of_both_datasets_exits_0_and_each_command_parses_to_its_row
             assert (config["num_classes"], config["height"], config["width"]) == INPUT[dataset], name
             assert (config["epochs"], config["batch_size"], config["optim"], config["lr"], config["b1"],
                     config["b2"]) == (200, 2, "adam", 1e-4, 0.9, 0.999), name
+            assert config.data.no_augment, name  # the original's MTAN scripts did not augment by default
             tasks = THREE_TASKS if row.endswith("three_tasks") else TWO_TASKS
             assert config.model.arguments(config["num_classes"])["tasks"] == tasks, name
         if row.startswith("mtan"):

@@ -110,7 +110,7 @@ def test_the_derived_lists_are_the_ones_the_repository_used_to_keep_by_hand():
     assert set(keys_with(SUMMARISED)) == {
         "single_task", "group", "balancing", "gradnorm_form", "enc_layers", "num_classes", "height", "width", "epochs",
         "batch_size", "lr", "alpha", "gamma", "label_smoothing", "lp", "tdep_loss", "tseg_loss", "batch_norm",
-        "wider_ttnet", "seed", "demo", "consistency", "dwa_temperature", "pcgrad_weighting", "model", "tasks"}
+        "wider_ttnet", "seed", "demo", "consistency", "dwa_temperature", "pcgrad_weighting", "model", "tasks", "no_augment"}
     assert rank_zero_only_values() == {"notqdm": True, "time_inf": False, "show": False, "view_only": False}
     assert keys_with(RESTORED) == ("height", "width", "num_classes", "ignore_index", "tasks")  # tasks: new with --tasks
     assert set(keys_with(RESTORED_UNLESS_GIVEN)) == {"input_path", "batch_size"}

@@ -13,7 +13,7 @@ from training import engine
 from training.config import CROSS_TASK_ONLY, keys_with
 from training.options import parse_options
 from training.recorder import read_run
-from training.run import main
+from training.run import RunContext, main
 
 MTAN_TINY = ["--batch_size", "2", "--workers", "0", "--notqdm", "--no_plots", "--height", "32", "--width", "64"]
 
@@ -67,14 +67,15 @@ def test_mtan_is_built_by_the_engine_and_trained_on_its_direct_losses():
 
 @pytest.mark.slow
 def test_mtan_trains_resumes_and_reproduces_its_results_with_infer_only(cityscapes_root, tmp_path, capsys):
-    assert main(CITYSCAPES, mtan_arguments(cityscapes_root, tmp_path, "--epochs", "1", "--balancing", "dwa")) == 0
+    assert main(CITYSCAPES, mtan_arguments(cityscapes_root, tmp_path, "--epochs", "1", "--balancing", "dwa",
+                                           "--no_augment", "--gpu_augment")) == 0
     printed = capsys.readouterr().out
     assert "MTAN" in printed and "ResNet" not in printed
     folder = tmp_path / "001"
     best = torch.load(folder / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
     assert best["model_family"] == "mtan"
     assert best["model_arguments"] == {"num_classes": 7, "tasks": ("segmentation", "depth")}
-    assert read_run(folder).config["model"] == "mtan"
+    assert read_run(folder).config["model"] == "mtan" and read_run(folder).config["no_augment"]
     assert pandas.read_csv(tmp_path / "results.csv")["model"].tolist() == ["mtan"]
 
     assert main(CITYSCAPES, ["--save_path", str(tmp_path), "--resume", "1", "--epochs", "2", "--workers", "0",
@@ -159,3 +160,15 @@ def test_mtan_learns_three_tasks_on_nyu_and_reports_the_normal_metrics(nyu_root,
                         "--notqdm", "--no_plots"]) == 0
     reproduced = json.load(open(folder / "infer" / "001" / "results.json"))["metrics"]
     assert reproduced["normal_mean"] == pytest.approx(metrics["normal_mean"], rel=1e-6)
+
+
+def test_no_augment_gives_an_unaugmented_training_split(cityscapes_root):
+    for flags, augmented in (([], True), (["--no_augment"], False)):
+        config = parse_options(CITYSCAPES, ["--input_path", cityscapes_root, "--cpu", "--height", "64", "--width",
+                                            "128", *flags])
+        train_set = RunContext(CITYSCAPES, config, torch.device("cpu")).training_set()
+        assert train_set.augment is augmented and train_set.split == "train"
+    unaugmented = train_set
+    first = [tensor.clone() for tensor in unaugmented[1]]
+    unaugmented.set_epoch(7)
+    assert all(torch.equal(tensor, again) for tensor, again in zip(first, unaugmented[1]))

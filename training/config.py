@@ -59,6 +59,7 @@ class DataConfig:
     ignore_index: int = setting(250, RESTORED)
     batch_size: int = setting(8, SUMMARISED, RESTORED_UNLESS_GIVEN)
     workers: int = setting(2, RESUMABLE, NOT_COMPARED)
+    no_augment: bool = setting(False, SUMMARISED)
     cache_dir: Optional[str] = setting(None, RESUMABLE, NOT_COMPARED)
     no_cache: bool = setting(False, RESUMABLE, NOT_COMPARED)
 

@@ -68,6 +68,8 @@ def build_parser(profile):
     data.add_argument("--width", type=int, help=f"input width, a multiple of {INPUT_MULTIPLE}")
     data.add_argument("-n", "--num_classes", type=int, help=f"segmentation classes: one of {profile.class_counts}")
     data.add_argument("--ignore_index", type=int, help="label value of unlabelled pixels")
+    data.add_argument("--no_augment", action="store_true", help="train without the flip and scale-crop "
+                      "augmentation (as the original's MTAN and PCGrad rows did)")
     data.add_argument("-j", "--workers", type=int, default=2, help="DataLoader worker processes")
     data.add_argument("--cache_dir", help="folder of the preprocessed data caches (default: "
                       "$XDG_CACHE_HOME/xtask_mt, i.e. ~/.cache/xtask_mt; never inside --input_path)")

@@ -49,6 +49,10 @@ class RunContext:
                                           augment=augment, seed=self.config.optimization.seed, cache=data.cache(),
                                           tasks=self.config.model.tasks)
 
+    def training_set(self):
+        """The training split, augmented unless --no_augment."""
+        return self.dataset("train", augment=not self.config.data.no_augment)
+
     def loader(self, dataset, generator=None):
         """A DataLoader of this process's share of each --batch_size batch of `dataset` (all of it in one
         process; see data.sampling): shuffled by `generator` when one is given (training; a last batch
@@ -144,7 +148,7 @@ def train(context, stop):
     results dict. `stop` (StopSignals) ends the run between steps."""
     config = context.config
     check_process_count(config, context.processes, context.device)
-    train_set, val_set = context.dataset("train", augment=True), context.dataset("val", augment=False)
+    train_set, val_set = context.training_set(), context.dataset("val", augment=False)
     if config.data.no_cache:
         for dataset in (train_set, val_set):
             print(f"checking the {len(dataset)} {dataset.split} samples ...")
@@ -152,7 +156,7 @@ def train(context, stop):
     generator = torch.Generator().manual_seed(config.optimization.seed)
     train_loader, val_loader = context.loader(train_set, generator), context.loader(val_set)
     speed = config.speed.resolve(context.device)
-    if speed.gpu_augment:
+    if speed.gpu_augment and train_set.augment:
         train_set.defer_augmentation()
     parts = engine.build_training(config, context.device, train_set.num_classes, speed, train_set.depth_is_disparity)
     parts, training_parts = distributed_parts(parts, context.processes, context.device, config.optimization.sync_bn)
