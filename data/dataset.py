@@ -3,12 +3,15 @@ files or from the split's preprocessed cache), augment (training; or defer the a
 normalise, convert to tensors; class names and plot colours; the tasks whose targets a sample carries;
 and the random stream that drives the augmentation."""
 
+import hashlib
+import json
 import os
 
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
-from data.cache import cached_sample, find_or_build_cache, open_cache_arrays, refuse_split_without_targets
+from data.cache import (cached_sample, find_or_build_cache, open_cache_arrays, refuse_split_without_targets,
+                        source_files)
 from data.common import check_ignore_index, check_output_size
 from data.transforms import (draw_augmentation, image_as_float, normalise_imagenet, random_augment, to_tensors,
                              valid_normal_mask)
@@ -175,6 +178,14 @@ class MultiTaskDataset(Dataset):
             self._cached_arrays = open_cache_arrays(self.cache_folder, self.cache_manifest["key"])
             self._cached_arrays_pid = os.getpid()
         return cached_sample(self._cached_arrays, self.cache_manifest, index)
+
+    def identity(self) -> dict:
+        """What names this split's data wherever its folder lies: {"layout", "samples" (count), "files"
+        (SHA-256 of every source file's path relative to the root and its size)}. Modification times are
+        left out, so a moved or copied dataset keeps its identity."""
+        entries = [[name, size] for name, size, _ in source_files(self.root, self.samples)]
+        digest = hashlib.sha256(json.dumps(entries).encode("utf-8")).hexdigest()
+        return {"layout": self.layout, "samples": len(self.samples), "files": digest}
 
     def __getstate__(self) -> dict:
         """The pickled state: everything but this process's memory maps of the cache."""

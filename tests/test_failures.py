@@ -353,3 +353,34 @@ def test_sigterm_stops_cleanly_and_the_printed_command_resumes(cityscapes_root, 
     assert resumed.returncode == 0, resumed.stderr
     assert checkpoint(folder, "last.pt")["epoch"] == last["epoch"] + 1
     assert (folder / "status").read_text() == "finished\n"
+
+
+def test_resume_on_other_data_is_refused_and_on_the_same_data_moved_elsewhere_continues(cityscapes_root, tmp_path,
+                                                                                       tiny_run):
+    # Issue "Reliability, round two", item 2: the epochs before and after a resume train on one dataset.
+    save_path = tmp_path / "exps"
+    assert run_entry(tiny_run(cityscapes_root, save_path, "--epochs", "1"), tmp_path).returncode == 0
+    folder = save_path / "001"
+    identity = json.loads((folder / "config.json").read_text())["data_identity"]
+    assert set(identity) == {"train", "val"} and identity["val"]["samples"] == 3
+    before = {name: (folder / name).read_bytes() for name in ("metrics.csv", "status", "config.json")}
+    last_before = (folder / "checkpoints" / "last.pt").read_bytes()
+
+    other = write_cityscapes_raw(tmp_path / "other", {"train": 4, "val": 2}, 128, 256, seed=5)
+    resumed = run_entry(["--resume", str(folder), "--epochs", "2", "--input_path", str(other), "--workers", "0",
+                         "--notqdm"], tmp_path)
+    assert_clear_error(resumed, 2, f"--input_path {other} holds other data than the run trained on",
+                       "val images: 3 in the run, 2 now")
+    same_counts = write_cityscapes_raw(tmp_path / "same_counts", {"train": 4, "val": 3}, 128, 256, seed=6)
+    resumed = run_entry(["--resume", str(folder), "--epochs", "2", "--input_path", str(same_counts), "--workers",
+                         "0", "--notqdm"], tmp_path)
+    assert_clear_error(resumed, 2, "train: other file names or sizes")
+    assert {name: (folder / name).read_bytes() for name in before} == before
+    assert (folder / "checkpoints" / "last.pt").read_bytes() == last_before
+
+    moved = shutil.copytree(cityscapes_root, tmp_path / "moved")
+    continued = run_entry(["--resume", str(folder), "--epochs", "2", "--input_path", str(moved), "--workers", "0",
+                           "--notqdm", "--no_plots"], tmp_path)
+    assert continued.returncode == 0, continued.stderr
+    assert (folder / "status").read_text() == "finished\n"
+    assert list(pandas.read_csv(folder / "metrics.csv")["epoch"]) == [1, 2]

@@ -89,12 +89,13 @@ def git_commit():
     return result.stdout.strip() if result.returncode == 0 else None
 
 
-def run_config(config, device):
-    """config.json's content: the configuration (RunConfig.to_json), the device, library versions, the git
-    commit."""
+def run_config(config, device, data_identity=None):
+    """config.json's content: the configuration (RunConfig.to_json), the identity of the data it trains
+    and validates on ({split: MultiTaskDataset.identity()}), the device, library versions, the git commit."""
     return {
         "format": CONFIG_FORMAT,
         "config": config.to_json(),
+        "data_identity": data_identity,
         "device": str(device),
         "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
@@ -194,8 +195,9 @@ class Recorder:
     """
 
     def __init__(self, folder, parts, construction, epochs, loader_generator):
-        """parts: training.engine.TrainingParts; construction: {"model_arguments", "balancer": {"method",
-        "arguments"}, "data"}, what rebuilding the run needs; epochs: the last epoch to train;
+        """parts: training.engine.TrainingParts; construction: {"model_family", "model_arguments", "balancer":
+        {"method", "arguments"}, "data"}, what rebuilding the run needs, and "data_identity" ({split:
+        MultiTaskDataset.identity()}, written into config.json); epochs: the last epoch to train;
         loader_generator: the training loader's torch.Generator (its state is checkpointed)."""
         self.folder = folder
         self.parts = parts
@@ -220,7 +222,7 @@ class Recorder:
             os.makedirs(recorder.path("checkpoints"))
             recorder.write_status("running")
             check_free_space(recorder.folder, parts)
-            write_json(recorder.path("config.json"), run_config(config, device))
+            write_json(recorder.path("config.json"), run_config(config, device, construction.get("data_identity")))
         return recorder
 
     @classmethod
@@ -318,7 +320,8 @@ class Recorder:
 class RunRecord:
     """What an experiment folder holds, read back: the run's configuration (None without config.json),
     its status (None without a status file: runs from before status files), the per-epoch history of
-    metrics.csv, results.json (None when missing) and the checkpoint files present."""
+    metrics.csv, results.json (None when missing), the checkpoint files present and the identity of the
+    data it trained on ({split: identity}; None for runs from before it was recorded)."""
 
     folder: str
     config: Optional[RunConfig]
@@ -326,6 +329,7 @@ class RunRecord:
     history: tuple
     results: Optional[dict]
     checkpoints: tuple
+    data_identity: Optional[dict] = None
 
     @property
     def finished(self):
@@ -348,7 +352,9 @@ def read_run(folder):
         except (OSError, UnicodeDecodeError) as error:
             raise UserInputError(f"{status_path} cannot be read: {error}") from None
     checkpoints = tuple(name for name in ("best.pt", "last.pt") if os.path.isfile(os.path.join(folder, "checkpoints", name)))
-    return RunRecord(folder, config, status, read_history(os.path.join(folder, "metrics.csv")), results, checkpoints)
+    data_identity = None if content is None else content.get("data_identity")
+    return RunRecord(folder, config, status, read_history(os.path.join(folder, "metrics.csv")), results, checkpoints,
+                     data_identity if isinstance(data_identity, dict) else None)
 
 
 def read_json_object(path):

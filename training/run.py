@@ -121,23 +121,49 @@ def resumed_config(config, record):
     return saved.replace(**given, seeds=None, explicit=config.explicit)
 
 
-def start_recorder(context, parts, train_set, generator):
-    """The recorder of this run: a new experiment folder, or the --resume folder restored."""
+def check_same_data(record, data_identity, input_path):
+    """UserInputError when the run `record` (training.recorder.RunRecord) recorded other data than
+    `data_identity` ({split: identity}) of `input_path`; nothing for runs that recorded none."""
+    if record.data_identity is None:
+        return
+    differences = []
+    for split, current in data_identity.items():
+        recorded = record.data_identity.get(split) or {}
+        for key, what in (("layout", "layout"), ("samples", "images"), ("files", "files")):
+            if recorded.get(key) != current[key]:
+                if key == "files":
+                    differences.append(f"{split}: other file names or sizes")
+                else:
+                    differences.append(f"{split} {what}: {recorded.get(key)} in the run, {current[key]} now")
+                break
+    if differences:
+        raise UserInputError(f"--resume {record.folder}: --input_path {input_path} holds other data than the run "
+                             f"trained on ({'; '.join(differences)}). Give the run's dataset (it may have moved: "
+                             f"only its files' names and sizes are compared) or start a new run.")
+
+
+def start_recorder(context, parts, datasets, generator):
+    """The recorder of this run (datasets: the training and validation splits): a new experiment folder,
+    or the --resume folder restored after checking that it trained on the same data."""
     config = context.config
     epochs = config.optimization.epochs
+    train_set, val_set = datasets
+    data_identity = {"train": train_set.identity(), "val": val_set.identity()}
     construction = {"model_family": config.model.family,
                     "model_arguments": config.model.arguments(train_set.num_classes),
                     "balancer": {"method": config.balancing.method,
                                  "arguments": config.balancing.arguments(config.optimization,
                                                                          len(config.model.tasks))},
-                    "data": context.data_settings()}
+                    "data": context.data_settings(), "data_identity": data_identity}
     writes = context.processes.is_main
     if config.run.resume is None:
         if not writes:
             return distributed.run_on_every_process(Recorder, None, parts, construction, epochs, generator)
         return distributed.run_on_every_process(Recorder.start, config, context.device, parts, construction,
                                                 generator)
-    recorder = distributed.run_on_every_process(Recorder.resume, resume_folder(config), epochs, parts,
+    folder = resume_folder(config)
+    check_same_data(read_run(folder), data_identity, config.data.input_path)
+    recorder = distributed.run_on_every_process(Recorder.resume, folder, epochs, parts,
                                                 construction, generator, writes)
     print(f"resuming {recorder.folder} after epoch {recorder.next_epoch - 1} of {epochs}")
     return recorder
@@ -162,7 +188,7 @@ def train(context, stop):
     parts, training_parts = distributed_parts(parts, context.processes, context.device, config.optimization.sync_bn)
     if config.run.tensorboard:
         summary_writer_class()
-    recorder = start_recorder(context, parts, train_set, generator)
+    recorder = start_recorder(context, parts, (train_set, val_set), generator)
     if config.run.tensorboard and recorder.folder is not None:
         recorder.board = TensorBoardLog(recorder.folder, lambda: prediction_grid_image(context, parts.model, val_set))
     print(f"{context.profile.name} ({train_set.layout}): {len(train_set)} train / {len(val_set)} val images at "
