@@ -22,6 +22,7 @@ import torch
 
 from data.synthetic import write_cityscapes_raw, write_nyu_mtan
 from training import recorder
+from utils.files import hold_writer_lock
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -384,3 +385,32 @@ def test_resume_on_other_data_is_refused_and_on_the_same_data_moved_elsewhere_co
     assert continued.returncode == 0, continued.stderr
     assert (folder / "status").read_text() == "finished\n"
     assert list(pandas.read_csv(folder / "metrics.csv")["epoch"]) == [1, 2]
+
+
+def test_one_writer_per_experiment_folder_and_a_killed_writer_leaves_no_stuck_lock(cityscapes_root, tmp_path,
+                                                                                  tiny_run):
+    # Issue "Reliability, round two", item 1: two --resume of one experiment at once trained into one folder.
+    save_path = tmp_path / "exps"
+    assert run_entry(tiny_run(cityscapes_root, save_path, "--epochs", "1"), tmp_path).returncode == 0
+    folder = save_path / "001"
+    before = {name: (folder / name).read_bytes() for name in ("metrics.csv", "status")}
+    resume = ["--resume", str(folder), "--epochs", "2", "--workers", "0", "--notqdm", "--no_plots"]
+
+    lock = hold_writer_lock(str(folder))  # this process now writes the folder, as a running resume would
+    refused = run_entry(resume, tmp_path)
+    lock.close()
+    assert_clear_error(refused, 2, f"{folder} is being written by another run (process {os.getpid()}")
+    assert {name: (folder / name).read_bytes() for name in before} == before
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from utils.files import hold_writer_lock; "
+                               "lock = hold_writer_lock(sys.argv[1]); print('held', flush=True); time.sleep(600)",
+                               str(folder)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": REPOSITORY})
+    assert holder.stdout.readline().strip() == "held"
+    holder.kill()  # SIGKILL: the writer dies without releasing anything itself
+    holder.wait(timeout=60)
+    continued = run_entry(resume, tmp_path)
+    assert continued.returncode == 0, continued.stderr
+    assert list(pandas.read_csv(folder / "metrics.csv")["epoch"]) == [1, 2]
+    assert (folder / "status").read_text() == "finished\n"
+    assert len(pandas.read_csv(save_path / "results.csv")) == 2

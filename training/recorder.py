@@ -24,7 +24,8 @@ from training.config import CONFIG_FORMAT, RunConfig
 from training.interrupts import NonFiniteTraining
 from training.options import parse_options
 from utils.errors import UserInputError
-from utils.files import append_csv_row, atomic_write_bytes, check_csv_table, save_torch, write_csv, write_json
+from utils.files import (append_csv_row, atomic_write_bytes, check_csv_table, hold_writer_lock, save_torch, write_csv,
+                         write_json)
 
 CHECKPOINT_FORMAT = 2
 
@@ -210,15 +211,17 @@ class Recorder:
         self.best_state = None
         self.saved_epoch = 0
         self.board = None
+        self.writer_lock = None
 
     @classmethod
     def start(cls, config, device, parts, construction, loader_generator):
-        """A recorder for a new run of `config` (training.config.RunConfig): claims {save_path}/NNN,
-        checks the free space, writes config.json and the status "running" (nothing under --debug)."""
+        """A recorder for a new run of `config` (training.config.RunConfig): claims {save_path}/NNN and its
+        writer lock (utils.files.hold_writer_lock, held until the process ends), checks the free space, writes config.json and the status "running" (nothing under --debug)."""
         recorder = cls(None, parts, construction, config.optimization.epochs, loader_generator)
         if not config.run.debug:
             check_summary_file(os.path.join(config.run.save_path, "results.csv"))
             recorder.folder = create_numbered_folder(config.run.save_path)
+            recorder.writer_lock = hold_writer_lock(recorder.folder)
             os.makedirs(recorder.path("checkpoints"))
             recorder.write_status("running")
             check_free_space(recorder.folder, parts)
@@ -228,9 +231,12 @@ class Recorder:
     @classmethod
     def resume(cls, folder, epochs, parts, construction, loader_generator, writes=True):
         """A recorder continuing the run in `folder` from its last.pt: model, balancer, optimizer,
-        scheduler, history, best-so-far state and random states restored. Without `writes` (a process
-        other than torchrun's rank 0) it only reads: its folder is None afterwards."""
+        scheduler, history, best-so-far state and random states restored, after taking the folder's writer
+        lock (UserInputError while another run holds it). Without `writes` (a process other than torchrun's
+        rank 0) it only reads: its folder is None afterwards."""
         recorder = cls(folder, parts, construction, epochs, loader_generator)
+        if writes:
+            recorder.writer_lock = hold_writer_lock(folder)
         last = load_checkpoint(recorder.path("checkpoints", "last.pt"), "cpu")
         best = load_checkpoint(recorder.path("checkpoints", "best.pt"), "cpu")
         parts.model.load_state_dict(last["model"])

@@ -11,6 +11,8 @@ import tempfile
 import numpy as np
 import torch
 
+from utils.errors import UserInputError
+
 
 def current_umask():
     """The process's file-creation mask (read without changing it for longer than one call)."""
@@ -128,6 +130,31 @@ def append_csv_row(path, row):
         columns = columns + [key for key in row if key not in columns]
         payload = csv_line(columns).encode() + body + csv_line([row.get(name, "") for name in columns]).encode()
         atomic_write_bytes(path, payload)
+
+
+WRITER_LOCK = ".writer.lock"
+
+
+def hold_writer_lock(folder):
+    """An open file holding an exclusive fcntl.flock on {folder}/.writer.lock, the holder's process id
+    written in it: the experiment folder's one writer. The lock ends with the file or the process (a
+    crash or kill -9 included: nothing stays stuck). UserInputError naming the folder and the holder
+    when another process holds it."""
+    path = os.path.join(folder, WRITER_LOCK)
+    lock = open(path, "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "unknown"
+        lock.close()
+        raise UserInputError(f"{folder} is being written by another run (process {holder}, holding {path}): "
+                             "one run writes an experiment folder at a time; wait until it ends") from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock
 
 
 def save_torch(path, content):
