@@ -198,14 +198,28 @@ class MTAN(nn.Module):
             decoder_outputs.append(features)
         return encoder_first, encoder_outputs, decoder_unpooled, decoder_outputs
 
-    def attended_features(self, branch, trunk):
-        """Task `branch`'s attended full-resolution features [N,64,H,W] from the `shared_trunk` outputs."""
-        encoder_first, encoder_outputs, decoder_unpooled, decoder_outputs = trunk
+    def forward(self, image, direct_only=False):
+        """MTANOutput for image [N,3,H,W] (H, W multiples of 32); `direct_only` is accepted for the engine's
+        sake and changes nothing (MTAN has no transfer nets)."""
+        return self.forward_with_features(image)[0]
+
+    def attended_encoder_features(self, branch, trunk):
+        """Task `branch`'s attended encoder output [N,512,H/32,W/32] (after the last pooling) from the
+        `shared_trunk` outputs: the original's atten_encoder[i][-1][-1], the first level KD4MTL distills."""
+        encoder_first, encoder_outputs, _, _ = trunk
         attended = None
         for level in range(LEVELS):
             mask_input = encoder_first[level] if level == 0 else torch.cat((encoder_first[level], attended), dim=1)
             masked = self.encoder_attention[branch][level](mask_input) * encoder_outputs[level]
             attended = F.max_pool2d(self.encoder_attention_convs[level](masked), kernel_size=2, stride=2)
+        return attended
+
+    def attended_decoder_features(self, branch, trunk, encoded):
+        """Task `branch`'s attended full-resolution features [N,64,H,W] (its head's input) from the
+        `shared_trunk` outputs and its `attended_encoder_features` [N,512,H/32,W/32]: the original's
+        atten_decoder[i][-1][-1], the second level KD4MTL distills."""
+        _, _, decoder_unpooled, decoder_outputs = trunk
+        attended = encoded
         for step, level in enumerate(reversed(range(LEVELS))):
             upsampled = F.interpolate(attended, scale_factor=2, mode="bilinear", align_corners=True)
             upsampled = self.decoder_attention_convs[level](upsampled)
@@ -213,18 +227,27 @@ class MTAN(nn.Module):
             attended = mask * decoder_outputs[step]
         return attended
 
-    def forward(self, image, direct_only=False):
-        """MTANOutput for image [N,3,H,W] (H, W multiples of 32); `direct_only` is accepted for the engine's
-        sake and changes nothing (MTAN has no transfer nets)."""
-        height, width = image.shape[-2:]
-        if image.dim() != 4 or height % INPUT_MULTIPLE or width % INPUT_MULTIPLE:
-            raise ValueError(
-                f"image: expected [N,3,H,W] with H and W multiples of {INPUT_MULTIPLE}, got shape "
-                f"{tuple(image.shape)}; choose --height/--width accordingly (e.g. 128x256 or 288x384)")
+    def forward_with_features(self, image):
+        """(MTANOutput as `forward` gives it, {task: (encoder features [N,512,H/32,W/32], decoder features
+        [N,64,H,W])}) for image [N,3,H,W] (H, W multiples of 32), in one pass: the task-specific attended
+        features KD4MTL distills, which the original's forward returns as `feat` (kd4mtl/model/mtan.py)."""
+        check_image_shape(image)
         trunk = self.shared_trunk(image)
         predictions = dict.fromkeys(MTAN_TASKS)
+        features = {}
         for branch, task in enumerate(self.tasks):
-            predictions[task] = getattr(self, f"{task}_head")(self.attended_features(branch, trunk))
+            encoded = self.attended_encoder_features(branch, trunk)
+            features[task] = (encoded, self.attended_decoder_features(branch, trunk, encoded))
+            predictions[task] = getattr(self, f"{task}_head")(features[task][1])
         if predictions["normal"] is not None:
             predictions["normal"] = F.normalize(predictions["normal"], p=2, dim=1)
-        return MTANOutput(**predictions)
+        return MTANOutput(**predictions), features
+
+
+def check_image_shape(image):
+    """Raise ValueError unless image is [N,3,H,W] with H and W multiples of 32, as MTAN's forward requires."""
+    height, width = image.shape[-2:]
+    if image.dim() != 4 or height % INPUT_MULTIPLE or width % INPUT_MULTIPLE:
+        raise ValueError(
+            f"image: expected [N,3,H,W] with H and W multiples of {INPUT_MULTIPLE}, got shape "
+            f"{tuple(image.shape)}; choose --height/--width accordingly (e.g. 128x256 or 288x384)")
