@@ -1,13 +1,13 @@
 """MTAN: SegNet with task-specific attention (Liu, Johns and Davison, CVPR 2019), the multi-task baseline
 of the original code (model/mtan/segnets.py: SegNet2tasks, SegNet3tasks; kd4mtl's mtan_single.py for
 one task), with this repository's output conventions."""
-from typing import NamedTuple, Optional
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from models.layers import conv_relu, init_weights
+from models.outputs import DirectOutput, check_classes_and_tasks
 
 MTAN_TASKS = ("segmentation", "depth", "normal")
 SUPPORTED_TASK_SETS = (("segmentation", "depth"), ("segmentation", "depth", "normal"),
@@ -19,27 +19,7 @@ LATER_CONV_COUNTS = (1, 1, 2, 2, 2)
 HEAD_CHANNELS = {"depth": 1, "normal": 3}
 
 
-class MTANOutput(NamedTuple):
-    """MTAN's predictions, None for a task the network was not built for.
-
-    segmentation: logits [N,C,H,W]; depth: [N,1,H,W] in the target's units (as trained; no activation);
-    normal: [N,3,H,W], unit length along dim 1. `transferred_segmentation` and `transferred_depth` are
-    always None (MTAN has no transfer nets), so code written for XTaskOutput reads an MTANOutput too.
-    """
-
-    segmentation: Optional[torch.Tensor]
-    depth: Optional[torch.Tensor]
-    normal: Optional[torch.Tensor]
-
-    @property
-    def transferred_segmentation(self):
-        """None: MTAN has no depth->segmentation transfer net."""
-        return None
-
-    @property
-    def transferred_depth(self):
-        """None: MTAN has no segmentation->depth transfer net."""
-        return None
+MTANOutput = DirectOutput  # its predictions: segmentation logits, depth, unit normals
 
 
 def conv_bn_relu(in_channels, out_channels):
@@ -117,11 +97,7 @@ class MTAN(nn.Module):
 
     def __init__(self, num_classes, tasks=("segmentation", "depth")):
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes {num_classes!r}: expected an integer >= 2")
-        if isinstance(tasks, str) or tuple(tasks) not in SUPPORTED_TASK_SETS:
-            raise ValueError(f"tasks {tasks!r}: expected one of "
-                             f"{', '.join(repr(task_set) for task_set in SUPPORTED_TASK_SETS)}")
+        check_classes_and_tasks(num_classes, tasks, SUPPORTED_TASK_SETS)
         self.num_classes = num_classes
         self.tasks = tuple(tasks)
         wider = [CHANNELS[min(level + 1, LEVELS - 1)] for level in range(LEVELS)]

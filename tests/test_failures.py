@@ -414,3 +414,30 @@ def test_one_writer_per_experiment_folder_and_a_killed_writer_leaves_no_stuck_lo
     assert list(pandas.read_csv(folder / "metrics.csv")["epoch"]) == [1, 2]
     assert (folder / "status").read_text() == "finished\n"
     assert len(pandas.read_csv(save_path / "results.csv")) == 2
+
+
+def test_a_resume_removes_the_temporary_file_of_a_checkpoint_write_killed_by_sigkill(cityscapes_root, tmp_path,
+                                                                                     tiny_run):
+    # Issue "Reliability, round two", item 10: kill -9 inside a write left its temporary file for good.
+    kill_at_the_second_last_pt = """
+        import os, signal
+        real_replace = os.replace
+        last_pt_writes = []
+        def killing_replace(source, destination, *arguments, **keywords):
+            if str(destination).endswith("last.pt"):
+                last_pt_writes.append(destination)
+                if len(last_pt_writes) == 2:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            return real_replace(source, destination, *arguments, **keywords)
+        os.replace = killing_replace
+    """
+    killed = run_entry(tiny_run(cityscapes_root, tmp_path, "--epochs", "2"), tmp_path, fault=kill_at_the_second_last_pt)
+    assert killed.returncode == -signal.SIGKILL
+    folder = tmp_path / "001"
+    leftovers = temporary_files(folder)
+    assert len(leftovers) == 1 and leftovers[0].endswith("last.pt")
+    assert checkpoint(folder, "last.pt")["epoch"] == 1
+    resumed = run_entry(["--resume", str(folder), "--workers", "0", "--notqdm", "--no_plots"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"removed {folder / 'checkpoints' / leftovers[0]}, left by a write that was killed" in resumed.stdout
+    assert temporary_files(folder) == [] and checkpoint(folder, "last.pt")["epoch"] == 2

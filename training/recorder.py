@@ -24,8 +24,8 @@ from training.config import CONFIG_FORMAT, RunConfig
 from training.interrupts import NonFiniteTraining
 from training.options import parse_options
 from utils.errors import UserInputError
-from utils.files import (append_csv_row, atomic_write_bytes, check_csv_table, hold_writer_lock, save_torch, write_csv,
-                         write_json)
+from utils.files import (append_csv_row, atomic_write_bytes, check_csv_table, hold_writer_lock,
+                         remove_leftover_temporary_files, save_torch, write_csv, write_json)
 
 CHECKPOINT_FORMAT = 2
 
@@ -232,11 +232,14 @@ class Recorder:
     def resume(cls, folder, epochs, parts, construction, loader_generator, writes=True):
         """A recorder continuing the run in `folder` from its last.pt: model, balancer, optimizer,
         scheduler, history, best-so-far state and random states restored, after taking the folder's writer
-        lock (UserInputError while another run holds it). Without `writes` (a process other than torchrun's
+        lock (UserInputError while another run holds it) and removing the temporary files a killed write
+        left there. Without `writes` (a process other than torchrun's
         rank 0) it only reads: its folder is None afterwards."""
         recorder = cls(folder, parts, construction, epochs, loader_generator)
         if writes:
             recorder.writer_lock = hold_writer_lock(folder)
+            for path in remove_leftover_temporary_files(folder, ("checkpoints",)):
+                print(f"removed {path}, left by a write that was killed")
         last = load_checkpoint(recorder.path("checkpoints", "last.pt"), "cpu")
         best = load_checkpoint(recorder.path("checkpoints", "best.pt"), "cpu")
         parts.model.load_state_dict(last["model"])

@@ -21,12 +21,15 @@ def current_umask():
     return mask
 
 
+TEMPORARY_PREFIX = ".tmp-"  # the names of atomic writes' temporary files start with it
+
+
 def atomic_write_bytes(path, payload):
     """Write `payload` to a temporary file beside `path`, then rename it onto `path`. The file gets the
     permissions of any new file (0666 minus the umask), not the temporary file's 0600; on any error or
     interruption the temporary file is removed and `path` keeps its previous content."""
     folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=TEMPORARY_PREFIX, suffix=os.path.basename(path))
     try:
         os.fchmod(handle, 0o666 & ~current_umask())
         with os.fdopen(handle, "wb") as stream:
@@ -38,6 +41,22 @@ def atomic_write_bytes(path, payload):
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
+
+
+def remove_leftover_temporary_files(folder, subfolders=()):
+    """Remove the temporary files of atomic writes that a killed process left in `folder` and its
+    `subfolders` (names starting with TEMPORARY_PREFIX); returns their paths. Only for a folder this
+    process is the one writer of (utils.files.hold_writer_lock)."""
+    removed = []
+    for directory in (folder, *(os.path.join(folder, name) for name in subfolders)):
+        if not os.path.isdir(directory):
+            continue
+        for name in sorted(os.listdir(directory)):
+            path = os.path.join(directory, name)
+            if name.startswith(TEMPORARY_PREFIX) and os.path.isfile(path):
+                os.unlink(path)
+                removed.append(path)
+    return removed
 
 
 def to_jsonable(value):
