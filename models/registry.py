@@ -1,9 +1,10 @@
 """The model families a run can train, by the name its configuration gives (training.config.ModelConfig):
 a new family is a module in models/ plus one entry here."""
+from models.adamtnet import AdaMTNet
 from models.mtan import MTAN
 from models.xtask_net import XTaskTSNet
 
-MODEL_FAMILIES = {"xtask": XTaskTSNet, "mtan": MTAN}
+MODEL_FAMILIES = {"xtask": XTaskTSNet, "mtan": MTAN, "adamtnet": AdaMTNet}
 
 
 def make_model(family, **arguments):

@@ -9,6 +9,7 @@ import torch
 from data import CITYSCAPES, NYUV2
 from losses import XTaskLoss
 from models import MTAN
+from models.adamtnet import AdaMTNet
 from training import engine
 from training.config import CROSS_TASK_ONLY, keys_with
 from training.options import parse_options
@@ -21,6 +22,15 @@ MTAN_TINY = ["--batch_size", "2", "--workers", "0", "--notqdm", "--no_plots", "-
 def mtan_arguments(root, save_path, *extra):
     """A tiny MTAN run (32x64, batch 2) on `root` writing under `save_path`, then `extra`."""
     return ["--input_path", str(root), "--save_path", str(save_path), "--model", "mtan", *MTAN_TINY, *extra]
+
+
+def test_adamtnet_is_sized_by_the_runs_batch_and_input():
+    config = parse_options(NYUV2, ["--model", "adamtnet", "--tasks", "segmentation", "depth", "normal",
+                                   "--batch_size", "4"])
+    assert config.model.arguments(13, config.data) == {"num_classes": 13, "tasks": ("segmentation", "depth", "normal"),
+                                                       "batch_size": 4, "height": 288, "width": 384}
+    model = engine.build_model(config.replace(height=32, width=64), 13)
+    assert isinstance(model, AdaMTNet) and (model.batch_size, model.height, model.width) == (4, 32, 64)
 
 
 def test_the_default_model_is_the_cross_task_network():
@@ -118,9 +128,10 @@ def test_tasks_are_put_in_order_and_the_normals_baseline_reads_three_tasks():
         parse_options(NYUV2, []).optimization, 3)["group_count"] == 3
 
 
-def test_a_three_task_step_trains_the_normals_as_a_third_group(nyu_root):
-    config = parse_options(NYUV2, ["--model", "mtan", "--tasks", "segmentation", "depth", "normal", "--cpu",
-                                   "--uncertainty_weights", "--height", "32", "--width", "64"])
+@pytest.mark.parametrize("family", ["mtan", "adamtnet"])
+def test_a_three_task_step_trains_the_normals_as_a_third_group(nyu_root, family):
+    config = parse_options(NYUV2, ["--model", family, "--tasks", "segmentation", "depth", "normal", "--cpu",
+                                   "--uncertainty_weights", "--height", "32", "--width", "64", "--batch_size", "2"])
     parts = engine.build_training(config, torch.device("cpu"), 13)
     assert parts.normals and len(parts.balancer.log_variance) == 3
     dataset = NYUV2.build_dataset(nyu_root, "train", height=32, width=64, num_classes=13, ignore_index=-1,
@@ -172,3 +183,22 @@ def test_no_augment_gives_an_unaugmented_training_split(cityscapes_root):
     first = [tensor.clone() for tensor in unaugmented[1]]
     unaugmented.set_epoch(7)
     assert all(torch.equal(tensor, again) for tensor, again in zip(first, unaugmented[1]))
+
+
+@pytest.mark.slow
+def test_adamtnet_trains_and_reproduces_its_results_with_infer_only(cityscapes_root, tmp_path, capsys):
+    arguments = ["--input_path", str(cityscapes_root), "--save_path", str(tmp_path), "--model", "adamtnet", *MTAN_TINY,
+                 "--epochs", "1", "--uncertainty_weights"]
+    assert main(CITYSCAPES, arguments) == 0
+    assert "AdaMT-Net" in capsys.readouterr().out
+    folder = tmp_path / "001"
+    best = torch.load(folder / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
+    assert best["model_family"] == "adamtnet"
+    assert best["model_arguments"] == {"num_classes": 7, "tasks": ("segmentation", "depth"), "batch_size": 2,
+                                       "height": 32, "width": 64}
+    results = json.load(open(folder / "results.json"))["metrics"]
+    assert main(CITYSCAPES, ["--save_path", str(tmp_path), "--infer_only", "--exp_num", "1", "--workers", "0",
+                             "--notqdm", "--no_plots", "--batch_size", "1"]) == 0
+    reproduced = json.load(open(folder / "infer" / "001" / "results.json"))["metrics"]
+    for key in ("miou", "pixel_acc", "abs", "abs_rel"):
+        assert reproduced[key] == pytest.approx(results[key], rel=1e-5), key

@@ -82,9 +82,9 @@ class XTaskModelConfig:
         """The model in a few words, for the line printed when training starts."""
         return f"cross-task network, ResNet-{self.enc_layers} encoder"
 
-    def arguments(self, num_classes, tasks):
+    def arguments(self, num_classes, tasks, data):
         """The constructor arguments a checkpoint stores to rebuild the network for `tasks` (both, or the
-        single task's name alone)."""
+        single task's name alone); `data` (DataConfig) is not needed."""
         return dict(enc_layers=self.enc_layers, num_classes=num_classes, batch_norm=self.batch_norm,
                     wider_ttnet=self.wider_ttnet, single_task=tasks[0] if len(tasks) == 1 else None)
 
@@ -97,8 +97,9 @@ class XTaskModelConfig:
 class MTANModelConfig:
     """models.MTAN has no settings of its own: its constructor arguments are the run's classes and tasks."""
 
-    def arguments(self, num_classes, tasks):
-        """The constructor arguments a checkpoint stores to rebuild the network for `tasks`."""
+    def arguments(self, num_classes, tasks, data):
+        """The constructor arguments a checkpoint stores to rebuild the network for `tasks`; `data`
+        (DataConfig) is not needed."""
         return dict(num_classes=num_classes, tasks=tuple(tasks))
 
     def initialisation(self):
@@ -111,6 +112,25 @@ class MTANModelConfig:
 
 
 @dataclass(frozen=True)
+class AdaMTNetModelConfig:
+    """models.AdaMTNet has no settings of its own: its constructor arguments are the run's classes, tasks,
+    batch size and input size (its decoder attention weights are sized by the batch and the image)."""
+
+    def arguments(self, num_classes, tasks, data):
+        """The constructor arguments a checkpoint stores to rebuild the network, from `data` (DataConfig)."""
+        return dict(num_classes=num_classes, tasks=tuple(tasks), batch_size=data.batch_size, height=data.height,
+                    width=data.width)
+
+    def initialisation(self):
+        """Nothing: AdaMT-Net is always initialised from scratch, as in the original."""
+        return {}
+
+    def describe(self):
+        """The model in a few words, for the line printed when training starts."""
+        return "AdaMT-Net (attention decoders per task)"
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """The model family (models.MODEL_FAMILIES, flag --model), the single-task choice, and one section per
     family holding its constructor arguments (`arguments`, `initialisation`)."""
@@ -120,6 +140,7 @@ class ModelConfig:
     single_task: Optional[str] = setting(None, SUMMARISED, KIND_OF_RUN)
     xtask: XTaskModelConfig = XTaskModelConfig()
     mtan: MTANModelConfig = MTANModelConfig()
+    adamtnet: AdaMTNetModelConfig = AdaMTNetModelConfig()
 
     def family_section(self):
         """The section of the chosen family."""
@@ -129,9 +150,10 @@ class ModelConfig:
         """The tasks the model learns: the single task alone, or `tasks`."""
         return self.tasks if self.single_task is None else (self.single_task,)
 
-    def arguments(self, num_classes):
-        """The chosen family's constructor arguments that a checkpoint stores to rebuild the model."""
-        return self.family_section().arguments(num_classes, self.trained_tasks())
+    def arguments(self, num_classes, data=DataConfig()):
+        """The chosen family's constructor arguments that a checkpoint stores to rebuild the model (`data`,
+        the run's DataConfig, for a family sized by the batch or the image)."""
+        return self.family_section().arguments(num_classes, self.trained_tasks(), data)
 
     def describe(self):
         """The chosen model in a few words."""

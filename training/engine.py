@@ -130,7 +130,7 @@ def build_model(config, num_classes):
     naming the flag."""
     torch.manual_seed(config.optimization.seed)
     try:
-        return make_model(config.model.family, **config.model.arguments(num_classes),
+        return make_model(config.model.family, **config.model.arguments(num_classes, config.data),
                           **config.model.family_section().initialisation())
     except ValueError as error:
         raise UserInputError(flag_message(error)) from None

@@ -78,8 +78,8 @@ def build_parser(profile):
 
     model = parser.add_argument_group("model")
     model.add_argument("--model", choices=tuple(MODEL_FAMILIES), default="xtask", help="the network: the "
-                       "cross-task model (xtask) or MTAN, SegNet with task attention (mtan: no transfer nets, so "
-                       "none of the cross-task settings)")
+                       "cross-task model (xtask), MTAN, SegNet with task attention (mtan), or AdaMT-Net (adamtnet); "
+                       "the last two have no transfer nets, so none of the cross-task settings")
     model.add_argument("--enc_layers", type=int, default=34, choices=ENCODER_DEPTHS, help="ResNet depth")
     model.add_argument("--use_pretrain", action="store_true",
                        help="initialise the encoder with torchvision's ImageNet weights (local file only)")
@@ -88,10 +88,10 @@ def build_parser(profile):
     model.add_argument("--wider_ttnet", action="store_true", help="double the TaskTransferNets' widths")
     model.add_argument("--tasks", nargs="+", choices=THREE_TASKS, default=TWO_TASKS, metavar="TASK",
                        help="the tasks learnt together: segmentation depth, or segmentation depth normal (NYUv2's "
-                       "surface normals, --model mtan)")
+                       "surface normals, --model mtan or adamtnet)")
     model.add_argument("--single_task", choices=THREE_TASKS,
                        help="single-task baseline: the encoder and this task's decoder, its direct loss only "
-                       "(normal: --model mtan on NYUv2)")
+                       "(normal: --model mtan or adamtnet on NYUv2)")
 
     training = parser.add_argument_group("training")
     training.add_argument("-e", "--epochs", type=int, help="training epochs")
@@ -309,7 +309,7 @@ def task_problem(config, profile):
         (model.single_task == "normal" and "normal" not in tasks,
          f"--single_task normal with --tasks {given}: the normals baseline reads the surface normals; drop --tasks"),
         ("normal" in tasks and model.family == "xtask",
-         f"--tasks {given}: the cross-task model has no surface-normal head; use --model mtan"),
+         f"--tasks {given}: the cross-task model has no surface-normal head; use --model mtan or adamtnet"),
         (model.single_task in TWO_TASKS and tasks == THREE_TASKS,
          f"--single_task {model.single_task} with --tasks {given}: a segmentation or depth baseline learns its task "
          "alone from the two-task data; drop --tasks"),

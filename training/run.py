@@ -150,7 +150,7 @@ def start_recorder(context, parts, datasets, generator):
     train_set, val_set = datasets
     data_identity = {"train": train_set.identity(), "val": val_set.identity()}
     construction = {"model_family": config.model.family,
-                    "model_arguments": config.model.arguments(train_set.num_classes),
+                    "model_arguments": config.model.arguments(train_set.num_classes, config.data),
                     "balancer": {"method": config.balancing.method,
                                  "arguments": config.balancing.arguments(config.optimization,
                                                                          len(config.model.tasks))},
