@@ -324,3 +324,41 @@ def test_the_profile_passes_the_cache_settings_through(cache_pristine_roots, tmp
     cached = CITYSCAPES.build_dataset(root, "val", cache=tmp_path, **settings)
     assert uncached.cache_folder is None and cached.cache_folder.parent == tmp_path
     assert_same_samples(cached, uncached)
+
+
+def flip_one_byte(path, offset_from_end=10):
+    """Invert one byte of `path` near its end (inside the array data, past the .npy header)."""
+    with open(path, "r+b") as stream:
+        stream.seek(-offset_from_end, os.SEEK_END)
+        value = stream.read(1)
+        stream.seek(-offset_from_end, os.SEEK_END)
+        stream.write(bytes([value[0] ^ 0xFF]))
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda folder: flip_one_byte(folder / "depth.npy"), "depth.npy failed its checksum"),
+    (lambda folder: flip_one_byte(folder / "image.npy"), "image.npy failed its checksum"),
+    (lambda folder: (folder / MANIFEST_NAME).write_text("[1, 2, 3]"), "its manifest does not describe"),
+    (lambda folder: (folder / MANIFEST_NAME).write_text(json.dumps(
+        {key: value for key, value in json.loads((folder / MANIFEST_NAME).read_text()).items() if key != "checksums"})),
+     "its manifest lacks 'checksums'"),
+    (lambda folder: (folder / MANIFEST_NAME).write_text(json.dumps(
+        {**json.loads((folder / MANIFEST_NAME).read_text()), "dtypes": 7})), "do not have the recorded dtypes"),
+])
+def test_a_damaged_cache_is_rebuilt_with_a_line_saying_why(cache_pristine_roots, tmp_path, capsys, damage, reason):
+    # Issue "Reliability, round two", item 3 (bytes flipped inside an array were used) and item 7's manifest
+    # of the wrong shape (AttributeError/KeyError instead of a rebuild).
+    root = cache_pristine_roots["raw"]
+    first = CityscapesDataset(root, "train", cache=tmp_path)
+    manifest = json.loads((first.cache_folder / MANIFEST_NAME).read_text())
+    assert set(manifest["checksums"]) == {"image", "segmentation", "depth"}
+    damage(first.cache_folder)
+    capsys.readouterr()
+    rebuilt = CityscapesDataset(root, "train", cache=tmp_path)
+    printed = capsys.readouterr().out
+    assert f"rebuilding the train cache {first.cache_folder}: " in printed and reason in printed
+    assert rebuilt.cache_folder == first.cache_folder
+    assert json.loads((rebuilt.cache_folder / MANIFEST_NAME).read_text())["checksums"] == manifest["checksums"]
+    assert_same_samples(rebuilt, CityscapesDataset(root, "train", cache=False))
+    again = CityscapesDataset(root, "train", cache=tmp_path)
+    assert "rebuilding" not in capsys.readouterr().out and again.cache_manifest == rebuilt.cache_manifest

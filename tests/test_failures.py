@@ -441,3 +441,20 @@ def test_a_resume_removes_the_temporary_file_of_a_checkpoint_write_killed_by_sig
     assert resumed.returncode == 0, resumed.stderr
     assert f"removed {folder / 'checkpoints' / leftovers[0]}, left by a write that was killed" in resumed.stdout
     assert temporary_files(folder) == [] and checkpoint(folder, "last.pt")["epoch"] == 2
+
+
+def test_a_cache_with_flipped_bytes_is_rebuilt_before_training_and_says_so(cityscapes_root, tmp_path, tiny_run):
+    # Issue "Reliability, round two", item 3: bytes flipped inside a cached array were trained on.
+    cache_dir = tmp_path / "cache"
+    arguments = tiny_run(cityscapes_root, tmp_path / "exps", "--epochs", "1", "--debug", "--cache_dir", str(cache_dir))
+    assert run_entry(arguments, tmp_path).returncode == 0
+    depth_files = sorted(cache_dir.glob("*/depth.npy"))
+    assert len(depth_files) == 2  # train and val
+    with open(depth_files[0], "r+b") as stream:
+        stream.seek(-4, os.SEEK_END)
+        stream.write(b"\xff\xff\xff\x7f")  # a NaN where a disparity was
+    rerun = run_entry(arguments, tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "rebuilding the " in rerun.stdout and f"cache {depth_files[0].parent}: depth.npy failed its checksum" \
+        in rerun.stdout
+    assert "Traceback" not in rerun.stderr
