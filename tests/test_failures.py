@@ -20,8 +20,10 @@ import pandas
 import pytest
 import torch
 
+from data import CITYSCAPES
 from data.synthetic import write_cityscapes_raw, write_nyu_mtan
 from training import recorder
+from training.options import parse_options
 from utils.files import hold_writer_lock
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -458,3 +460,39 @@ def test_a_cache_with_flipped_bytes_is_rebuilt_before_training_and_says_so(citys
     assert "rebuilding the " in rerun.stdout and f"cache {depth_files[0].parent}: depth.npy failed its checksum" \
         in rerun.stdout
     assert "Traceback" not in rerun.stderr
+
+
+def test_seeds_that_stop_say_which_finished_failed_or_never_started_and_how_to_run_the_rest(cityscapes_root,
+                                                                                           tmp_path, tiny_run):
+    # Issue "Reliability, round two", item 11.
+    failed = run_entry(tiny_run(cityscapes_root, tmp_path / "huge", "--epochs", "1", "--lr", "1e10", "--seeds", "4",
+                                "5", "6"), tmp_path)
+    assert_clear_error(failed, 3, "no checkpoint had been written yet", "seeds: none finished; 4 failed; 5, 6 not "
+                       "started", "run the seeds not started with:")
+    assert "last good checkpoints are kept" not in failed.stderr
+    rest_command = failed.stderr.split("run the seeds not started with:\n  ", 1)[1].splitlines()[0].split()
+    assert rest_command[:2] == ["python", "main_cross_cs.py"]
+    assert parse_options(CITYSCAPES, rest_command[2:]).optimization.seeds == (5, 6)
+
+    stop_in_the_second_seeds_second_epoch = """
+        import os, signal
+        from training import engine
+        real_step, steps = engine.train_step, []
+        def step_then_signal(parts, batch, device):
+            steps.append(1)
+            if len(steps) == 7:  # 2 steps per epoch, 2 epochs per seed: seed 1, epoch 2, step 1
+                os.kill(os.getpid(), signal.SIGTERM)
+            return real_step(parts, batch, device)
+        engine.train_step = step_then_signal
+    """
+    save_path = tmp_path / "signal"
+    stopped = run_entry(tiny_run(cityscapes_root, save_path, "--epochs", "2", "--seeds", "0", "1", "2"), tmp_path,
+                        fault=stop_in_the_second_seeds_second_epoch)
+    assert_clear_error(stopped, 143, f"resume with:\n  python main_cross_cs.py --resume {save_path / '002'}",
+                       "seeds: 0 finished; 1 was interrupted; 2 not started",
+                       "after resuming it as said above, run the seeds not started with:")
+    rest_command = stopped.stderr.split("not started with:\n  ", 1)[1].splitlines()[0].split()
+    assert parse_options(CITYSCAPES, rest_command[2:]).optimization.seeds == (2,)
+    assert (save_path / "001" / "status").read_text() == "finished\n"
+    assert (save_path / "002" / "status").read_text() == "interrupted at epoch 2\n"
+    assert not (save_path / "003").exists()

@@ -4,6 +4,7 @@ import dataclasses
 import datetime
 import os
 import random
+import shlex
 import sys
 from dataclasses import dataclass
 
@@ -204,10 +205,23 @@ def train(context, stop):
         recorder.write_status(f"interrupted at epoch {recorder.saved_epoch + 1}")
         report_interruption(context, recorder)
         raise
-    except (NonFiniteTraining, UserInputError) as error:
+    except NonFiniteTraining as error:
+        recorder.write_status(f"failed: {error}")
+        raise NonFiniteTraining(f"{error}; {kept_checkpoints(recorder)}") from None
+    except UserInputError as error:
         recorder.write_status(f"failed: {error}")
         raise
     return results
+
+
+def kept_checkpoints(recorder):
+    """What a run that stopped on a non-finite value kept, in words."""
+    if recorder.folder is None:
+        return "nothing was written (--debug)" if recorder.saved_epoch else "nothing had been written"
+    if recorder.saved_epoch == 0:
+        return f"no checkpoint had been written yet ({recorder.folder} holds no trained epoch)"
+    return (f"the last good checkpoints are kept (epoch {recorder.saved_epoch}, in "
+            f"{os.path.join(recorder.folder, 'checkpoints')})")
 
 
 def fit_and_evaluate(context, training_parts, recorder, loaders, stop):
@@ -304,8 +318,33 @@ def seeded_runs(config):
     return [config.replace(seed=seed, group=group) for seed in seeds]
 
 
-def run(profile, config, stop):
-    """Train (once, or once per seed), resume or evaluate as the configuration says."""
+def with_seeds(argv, seeds):
+    """`argv` with the values of its --seeds replaced by `seeds`."""
+    position = argv.index("--seeds")
+    end = position + 1
+    while end < len(argv) and argv[end].isdigit():
+        end += 1
+    return argv[:position + 1] + [str(seed) for seed in seeds] + argv[end:]
+
+
+def report_seeds(profile, runs, stopped, failure, argv):
+    """After seed runs[stopped] ended with `failure`: which seeds finished, which stopped and how, which
+    never started, and the command that runs those (after resuming the interrupted one)."""
+    seeds = [run_config.optimization.seed for run_config in runs]
+    how = "was interrupted" if isinstance(failure, RunInterrupted) else "failed"
+    lines = [f"seeds: {', '.join(map(str, seeds[:stopped])) or 'none'} finished; {seeds[stopped]} {how}; "
+             f"{', '.join(map(str, seeds[stopped + 1:])) or 'none'} not started"]
+    rest = seeds[stopped + 1:]
+    if rest:
+        first = "after resuming it as said above, " if isinstance(failure, RunInterrupted) else ""
+        command = " ".join(shlex.quote(part) for part in ["python", profile.entry_script, *with_seeds(argv, rest)])
+        lines.append(f"{first}run the seeds not started with:\n  {command}")
+    print_error("\n".join(lines))
+
+
+def run(profile, config, stop, argv=()):
+    """Train (once, or once per seed), resume or evaluate as the configuration says; `argv`, the command
+    line, for the command that runs the seeds a failure left unstarted."""
     if config.run.resume is not None:
         record = read_run(resume_folder(config))
         config = resumed_config(config, record)
@@ -318,14 +357,20 @@ def run(profile, config, stop):
         raise UserInputError("--demo generates its dataset in one process: run it without torchrun")
     if not processes.is_main:
         config = config.replace(**rank_zero_only_values())
-    for run_config in seeded_runs(config):
+    runs = seeded_runs(config)
+    for index, run_config in enumerate(runs):
         seed_everything(run_config.optimization.seed, run_config.optimization.deterministic)
         with demo_data(profile, run_config) as data_config:
             context = RunContext(profile, data_config, select_device(data_config.run.cpu), processes)
             if data_config.run.infer_only:
                 infer(context)
-            else:
+                continue
+            try:
                 train(context, stop)
+            except (NonFiniteTraining, RunInterrupted, UserInputError) as failure:
+                if config.optimization.seeds is not None:
+                    report_seeds(profile, runs, index, failure, list(argv))
+                raise
 
 
 @contextlib.contextmanager
@@ -348,15 +393,16 @@ def print_error(message):
 def main(profile, argv=None):
     """Run an entry script for `profile`; returns the exit status: 0 done, 2 a user's mistake, 3
     non-finite training, 130/143 stopped by SIGINT/SIGTERM."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     config = parse_options(profile, argv)
     with StopSignals() as stop, output_of_rank_zero_only():
         try:
-            run(profile, config, stop)
+            run(profile, config, stop, argv)
         except UserInputError as error:
             print_error(f"error: {user_message(error)}")
             return 2
         except NonFiniteTraining as error:
-            print_error(f"error: {error}; the run stopped, the last good checkpoints are kept (lower --lr?)")
+            print_error(f"error: {error}; the run stopped (lower --lr?)")
             return NON_FINITE_EXIT_CODE
         except RunInterrupted as interruption:
             print_error(f"{interruption}")
