@@ -496,3 +496,28 @@ def test_seeds_that_stop_say_which_finished_failed_or_never_started_and_how_to_r
     assert (save_path / "001" / "status").read_text() == "finished\n"
     assert (save_path / "002" / "status").read_text() == "interrupted at epoch 2\n"
     assert not (save_path / "003").exists()
+
+
+def test_a_signal_during_the_final_evaluation_exits_143_and_the_resume_evaluates_again(cityscapes_root, tmp_path,
+                                                                                    tiny_run):
+    # Issue "Reliability, round two", item 9: a signal after training was ignored (exit 0, status finished).
+    signal_while_evaluating = """
+        import os, signal
+        from training import run
+        real_evaluate = run.evaluate_and_report
+        def evaluate_after_a_signal(*arguments, **keywords):
+            os.kill(os.getpid(), signal.SIGTERM)
+            return real_evaluate(*arguments, **keywords)
+        run.evaluate_and_report = evaluate_after_a_signal
+    """
+    save_path = tmp_path / "exps"
+    stopped = run_entry(tiny_run(cityscapes_root, save_path, "--epochs", "1"), tmp_path, fault=signal_while_evaluating)
+    folder = save_path / "001"
+    assert_clear_error(stopped, 143, f"interrupted during the final evaluation: {folder} holds epochs 1-1; resume with:")
+    assert (folder / "status").read_text() == "interrupted during the final evaluation\n"
+    assert not (folder / "results.json").exists() and not (save_path / "results.csv").exists()
+    resumed = run_entry(["--resume", str(folder), "--workers", "0", "--notqdm", "--no_plots"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert (folder / "status").read_text() == "finished\n" and (folder / "results.json").exists()
+    assert list(pandas.read_csv(folder / "metrics.csv")["epoch"]) == [1]
+    assert len(pandas.read_csv(save_path / "results.csv")) == 1

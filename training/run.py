@@ -202,7 +202,7 @@ def train(context, stop):
     try:
         results = fit_and_evaluate(context, training_parts, recorder, (train_loader, val_loader), stop)
     except RunInterrupted:
-        recorder.write_status(f"interrupted at epoch {recorder.saved_epoch + 1}")
+        recorder.write_status(f"interrupted {interrupted_phase(recorder, 'at')}")
         report_interruption(context, recorder)
         raise
     except NonFiniteTraining as error:
@@ -238,6 +238,7 @@ def fit_and_evaluate(context, training_parts, recorder, loaders, stop):
                                                     context.device)
     results = evaluate_and_report(context, parts.model, parts.balancer, loaders[1], recorder.folder, history,
                                   baseline)
+    stop.check()  # a signal during the final evaluation or the figures: the run is not marked finished
     results["epoch"] = best_epoch
     row = None if recorder.folder is None else summary_row(recorder.folder, context, results)
     recorder.finish(results, config.run.save_path, row)
@@ -247,16 +248,24 @@ def fit_and_evaluate(context, training_parts, recorder, loaders, stop):
     return results
 
 
+def interrupted_phase(recorder, preposition):
+    """Where an interrupted run was: "{preposition} epoch N" while training, "during the final evaluation"
+    after it."""
+    if recorder.saved_epoch >= recorder.epochs:
+        return "during the final evaluation"
+    return f"{preposition} epoch {recorder.saved_epoch + 1}"
+
+
 def report_interruption(context, recorder):
     """Say what an interrupted run kept: the resume command when a checkpoint exists (rank 0 only)."""
     if not context.processes.is_main:
         return
-    epoch = recorder.saved_epoch + 1
+    phase = interrupted_phase(recorder, "during")
     if recorder.folder is not None and recorder.saved_epoch > 0:
-        print(f"interrupted during epoch {epoch}: {recorder.folder} holds epochs 1-{recorder.saved_epoch}; "
+        print(f"interrupted {phase}: {recorder.folder} holds epochs 1-{recorder.saved_epoch}; "
               f"resume with:\n  {context.resume_command(recorder.folder)}", file=sys.stderr)
     else:
-        print(f"interrupted during epoch {epoch}: no checkpoint was written yet, so there is nothing to resume",
+        print(f"interrupted {phase}: no checkpoint was written yet, so there is nothing to resume",
               file=sys.stderr)
 
 
