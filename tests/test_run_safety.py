@@ -1,0 +1,184 @@
+"""A run's folder, data and seeds stay consistent whatever happens around them (issue "Reliability, round
+two"): one writer per experiment folder, a resume only on the run's own data, the debris of a killed
+write removed, a damaged data cache rebuilt, signals after training, and --seeds runs that stop. Each
+case runs the entry script in a subprocess (tests/test_failures.py's run_entry) on tiny generated data."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import pandas
+
+from data import CITYSCAPES
+from data.synthetic import write_cityscapes_raw
+from test_failures import REPOSITORY, assert_clear_error, checkpoint, run_entry, temporary_files
+from training.options import parse_options
+from utils.files import hold_writer_lock
+
+
+
+def test_resume_on_other_data_is_refused_and_on_the_same_data_moved_elsewhere_continues(cityscapes_root, tmp_path,
+                                                                                       tiny_run):
+    # Issue "Reliability, round two", item 2: the epochs before and after a resume train on one dataset.
+    save_path = tmp_path / "exps"
+    assert run_entry(tiny_run(cityscapes_root, save_path, "--epochs", "1"), tmp_path).returncode == 0
+    folder = save_path / "001"
+    identity = json.loads((folder / "config.json").read_text())["data_identity"]
+    assert set(identity) == {"train", "val"} and identity["val"]["samples"] == 3
+    before = {name: (folder / name).read_bytes() for name in ("metrics.csv", "status", "config.json")}
+    last_before = (folder / "checkpoints" / "last.pt").read_bytes()
+
+    other = write_cityscapes_raw(tmp_path / "other", {"train": 4, "val": 2}, 128, 256, seed=5)
+    resumed = run_entry(["--resume", str(folder), "--epochs", "2", "--input_path", str(other), "--workers", "0",
+                         "--notqdm"], tmp_path)
+    assert_clear_error(resumed, 2, f"--input_path {other} holds other data than the run trained on",
+                       "val images: 3 in the run, 2 now")
+    same_counts = write_cityscapes_raw(tmp_path / "same_counts", {"train": 4, "val": 3}, 128, 256, seed=6)
+    resumed = run_entry(["--resume", str(folder), "--epochs", "2", "--input_path", str(same_counts), "--workers",
+                         "0", "--notqdm"], tmp_path)
+    assert_clear_error(resumed, 2, "train: other file names or sizes")
+    assert {name: (folder / name).read_bytes() for name in before} == before
+    assert (folder / "checkpoints" / "last.pt").read_bytes() == last_before
+
+    moved = shutil.copytree(cityscapes_root, tmp_path / "moved")
+    continued = run_entry(["--resume", str(folder), "--epochs", "2", "--input_path", str(moved), "--workers", "0",
+                           "--notqdm", "--no_plots"], tmp_path)
+    assert continued.returncode == 0, continued.stderr
+    assert (folder / "status").read_text() == "finished\n"
+    assert list(pandas.read_csv(folder / "metrics.csv")["epoch"]) == [1, 2]
+
+
+def test_one_writer_per_experiment_folder_and_a_killed_writer_leaves_no_stuck_lock(cityscapes_root, tmp_path,
+                                                                                  tiny_run):
+    # Issue "Reliability, round two", item 1: two --resume of one experiment at once trained into one folder.
+    save_path = tmp_path / "exps"
+    assert run_entry(tiny_run(cityscapes_root, save_path, "--epochs", "1"), tmp_path).returncode == 0
+    folder = save_path / "001"
+    before = {name: (folder / name).read_bytes() for name in ("metrics.csv", "status")}
+    resume = ["--resume", str(folder), "--epochs", "2", "--workers", "0", "--notqdm", "--no_plots"]
+
+    lock = hold_writer_lock(str(folder))  # this process now writes the folder, as a running resume would
+    refused = run_entry(resume, tmp_path)
+    lock.close()
+    assert_clear_error(refused, 2, f"{folder} is being written by another run (process {os.getpid()}")
+    assert {name: (folder / name).read_bytes() for name in before} == before
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from utils.files import hold_writer_lock; "
+                               "lock = hold_writer_lock(sys.argv[1]); print('held', flush=True); time.sleep(600)",
+                               str(folder)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": REPOSITORY})
+    assert holder.stdout.readline().strip() == "held"
+    holder.kill()  # SIGKILL: the writer dies without releasing anything itself
+    holder.wait(timeout=60)
+    continued = run_entry(resume, tmp_path)
+    assert continued.returncode == 0, continued.stderr
+    assert list(pandas.read_csv(folder / "metrics.csv")["epoch"]) == [1, 2]
+    assert (folder / "status").read_text() == "finished\n"
+    assert len(pandas.read_csv(save_path / "results.csv")) == 2
+
+
+def test_a_resume_removes_the_temporary_file_of_a_checkpoint_write_killed_by_sigkill(cityscapes_root, tmp_path,
+                                                                                     tiny_run):
+    # Issue "Reliability, round two", item 10: kill -9 inside a write left its temporary file for good.
+    kill_at_the_second_last_pt = """
+        import os, signal
+        real_replace = os.replace
+        last_pt_writes = []
+        def killing_replace(source, destination, *arguments, **keywords):
+            if str(destination).endswith("last.pt"):
+                last_pt_writes.append(destination)
+                if len(last_pt_writes) == 2:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            return real_replace(source, destination, *arguments, **keywords)
+        os.replace = killing_replace
+    """
+    killed = run_entry(tiny_run(cityscapes_root, tmp_path, "--epochs", "2"), tmp_path, fault=kill_at_the_second_last_pt)
+    assert killed.returncode == -signal.SIGKILL
+    folder = tmp_path / "001"
+    leftovers = temporary_files(folder)
+    assert len(leftovers) == 1 and leftovers[0].endswith("last.pt")
+    assert checkpoint(folder, "last.pt")["epoch"] == 1
+    resumed = run_entry(["--resume", str(folder), "--workers", "0", "--notqdm", "--no_plots"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"removed {folder / 'checkpoints' / leftovers[0]}, left by a write that was killed" in resumed.stdout
+    assert temporary_files(folder) == [] and checkpoint(folder, "last.pt")["epoch"] == 2
+
+
+def test_a_cache_with_flipped_bytes_is_rebuilt_before_training_and_says_so(cityscapes_root, tmp_path, tiny_run):
+    # Issue "Reliability, round two", item 3: bytes flipped inside a cached array were trained on.
+    cache_dir = tmp_path / "cache"
+    arguments = tiny_run(cityscapes_root, tmp_path / "exps", "--epochs", "1", "--debug", "--cache_dir", str(cache_dir))
+    assert run_entry(arguments, tmp_path).returncode == 0
+    depth_files = sorted(cache_dir.glob("*/depth.npy"))
+    assert len(depth_files) == 2  # train and val
+    with open(depth_files[0], "r+b") as stream:
+        stream.seek(-4, os.SEEK_END)
+        stream.write(b"\xff\xff\xff\x7f")  # a NaN where a disparity was
+    rerun = run_entry(arguments, tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "rebuilding the " in rerun.stdout and f"cache {depth_files[0].parent}: depth.npy failed its checksum" \
+        in rerun.stdout
+    assert "Traceback" not in rerun.stderr
+
+
+def test_seeds_that_stop_say_which_finished_failed_or_never_started_and_how_to_run_the_rest(cityscapes_root,
+                                                                                           tmp_path, tiny_run):
+    # Issue "Reliability, round two", item 11.
+    failed = run_entry(tiny_run(cityscapes_root, tmp_path / "huge", "--epochs", "1", "--lr", "1e10", "--seeds", "4",
+                                "5", "6"), tmp_path)
+    assert_clear_error(failed, 3, "no checkpoint had been written yet", "seeds: none finished; 4 failed; 5, 6 not "
+                       "started", "run the seeds not started with:")
+    assert "last good checkpoints are kept" not in failed.stderr
+    rest_command = failed.stderr.split("run the seeds not started with:\n  ", 1)[1].splitlines()[0].split()
+    assert rest_command[:2] == ["python", "main_cross_cs.py"]
+    assert parse_options(CITYSCAPES, rest_command[2:]).optimization.seeds == (5, 6)
+
+    stop_in_the_second_seeds_second_epoch = """
+        import os, signal
+        from training import engine
+        real_step, steps = engine.train_step, []
+        def step_then_signal(parts, batch, device):
+            steps.append(1)
+            if len(steps) == 7:  # 2 steps per epoch, 2 epochs per seed: seed 1, epoch 2, step 1
+                os.kill(os.getpid(), signal.SIGTERM)
+            return real_step(parts, batch, device)
+        engine.train_step = step_then_signal
+    """
+    save_path = tmp_path / "signal"
+    stopped = run_entry(tiny_run(cityscapes_root, save_path, "--epochs", "2", "--seeds", "0", "1", "2"), tmp_path,
+                        fault=stop_in_the_second_seeds_second_epoch)
+    assert_clear_error(stopped, 143, f"resume with:\n  python main_cross_cs.py --resume {save_path / '002'}",
+                       "seeds: 0 finished; 1 was interrupted; 2 not started",
+                       "after resuming it as said above, run the seeds not started with:")
+    rest_command = stopped.stderr.split("not started with:\n  ", 1)[1].splitlines()[0].split()
+    assert parse_options(CITYSCAPES, rest_command[2:]).optimization.seeds == (2,)
+    assert (save_path / "001" / "status").read_text() == "finished\n"
+    assert (save_path / "002" / "status").read_text() == "interrupted at epoch 2\n"
+    assert not (save_path / "003").exists()
+
+
+def test_a_signal_during_the_final_evaluation_exits_143_and_the_resume_evaluates_again(cityscapes_root, tmp_path,
+                                                                                    tiny_run):
+    # Issue "Reliability, round two", item 9: a signal after training was ignored (exit 0, status finished).
+    signal_while_evaluating = """
+        import os, signal
+        from training import run
+        real_evaluate = run.evaluate_and_report
+        def evaluate_after_a_signal(*arguments, **keywords):
+            os.kill(os.getpid(), signal.SIGTERM)
+            return real_evaluate(*arguments, **keywords)
+        run.evaluate_and_report = evaluate_after_a_signal
+    """
+    save_path = tmp_path / "exps"
+    stopped = run_entry(tiny_run(cityscapes_root, save_path, "--epochs", "1"), tmp_path, fault=signal_while_evaluating)
+    folder = save_path / "001"
+    assert_clear_error(stopped, 143, f"interrupted during the final evaluation: {folder} holds epochs 1-1; resume with:")
+    assert (folder / "status").read_text() == "interrupted during the final evaluation\n"
+    assert not (folder / "results.json").exists() and not (save_path / "results.csv").exists()
+    resumed = run_entry(["--resume", str(folder), "--workers", "0", "--notqdm", "--no_plots"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert (folder / "status").read_text() == "finished\n" and (folder / "results.json").exists()
+    assert list(pandas.read_csv(folder / "metrics.csv")["epoch"]) == [1]
+    assert len(pandas.read_csv(save_path / "results.csv")) == 1
