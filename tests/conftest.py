@@ -3,10 +3,12 @@ there), so no test reads or writes ~/.cache; the small raw Cityscapes and NYUv2 
 run that the end-to-end tests of the entry scripts share, and one finished tiny run for the tests that
 only read a finished run's files.
 
-The suite runs in two pytest-xdist worker processes (pytest.ini). Each worker keeps torch to one
-intra-op thread, and so do the processes the tests start (OMP_NUM_THREADS): the workers share the
-cores. The session fixtures are made once for the whole run, by the first worker that asks, in a folder
-both workers read (`made_once`)."""
+The suite runs in pytest-xdist worker processes, one per core (pytest.ini: `-n auto --dist loadgroup`):
+tests are dealt out one by one, except that the tests marked with one `xdist_group` (those sharing an
+expensive module fixture) go to one worker. Each worker keeps torch to one intra-op thread, and so do
+the processes the tests start (OMP_NUM_THREADS): the workers share the cores. The session fixtures are
+made once for the whole run, by the first worker that asks, in a folder every worker reads
+(`made_once`)."""
 import fcntl
 import os
 import shutil

@@ -286,6 +286,7 @@ def assert_same_tensors(actual, expected):
         torch.testing.assert_close(actual[name], expected[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
+@pytest.mark.xdist_group("original_gradnorm_runs")  # one worker builds the module fixture once
 def test_original_gradnorm_matches_a_step_by_step_transcript_of_the_original_code(original_runs):
     driven, transcribed = original_runs
     for ours, theirs in zip(driven, transcribed):
@@ -296,6 +297,7 @@ def test_original_gradnorm_matches_a_step_by_step_transcript_of_the_original_cod
     assert not torch.allclose(driven[-1]["weights"], torch.ones(2))
 
 
+@pytest.mark.xdist_group("original_gradnorm_runs")  # one worker builds the module fixture once
 def test_original_gradnorm_adds_the_second_order_term_to_the_model_gradients(original_runs):
     driven, transcribed = original_runs
     first_order = transcribed[0]["first_order_gradients"]
@@ -306,6 +308,7 @@ def test_original_gradnorm_adds_the_second_order_term_to_the_model_gradients(ori
     assert not torch.allclose(driven[0]["gradients"][shared_name], first_order[shared_name], rtol=1e-4, atol=0)
 
 
+@pytest.mark.xdist_group("original_gradnorm_runs")  # one worker builds the module fixture once
 def test_original_gradnorm_returns_the_training_total_the_original_logged(original_runs):
     """sum_k t_k L_k, i.e. twice the back-propagated l_1 + l_2 (comparable with the validation total)."""
     driven, _ = original_runs
@@ -313,6 +316,7 @@ def test_original_gradnorm_returns_the_training_total_the_original_logged(origin
         torch.testing.assert_close(record["total"], 2 * record["expected_losses"].sum())
 
 
+@pytest.mark.xdist_group("original_gradnorm_runs")  # one worker builds the module fixture once
 def test_original_gradnorm_refreshes_initial_losses_during_epoch_1_and_freezes_them_after(original_runs):
     driven, transcribed = original_runs
     first, second, third = (record["initial_losses"] for record in driven)

@@ -166,6 +166,7 @@ def test_training_batches_are_one_permutation_split_over_the_processes(dataset_s
         assert len({len(batch) for batch in local}) == 1 and len(local[0]) >= min(2, batch_size // world_size)
 
 
+@pytest.mark.xdist_group("two_process_workers")  # one worker builds the module fixture once
 def test_two_processes_give_the_metrics_of_one_on_the_same_batches(cityscapes_root, two_process_results):
     paper_depth = {}
     for batch_size in EVALUATION_BATCH_SIZES:
@@ -233,6 +234,7 @@ def reference_gradnorm_step(parts, halves):
 
 
 @pytest.mark.parametrize("balancing", BALANCINGS)
+@pytest.mark.xdist_group("two_process_workers")  # one worker builds the module fixture once
 def test_two_processes_train_like_the_halves_of_the_global_batch_averaged(cityscapes_root, two_process_results,
                                                                           balancing):
     """Each step is compared from the state the processes reached before it: the training of an untrained
@@ -264,6 +266,7 @@ def test_two_processes_train_like_the_halves_of_the_global_batch_averaged(citysc
         assert not torch.equal(learned, torch.zeros(2) if balancing == "uncertainty" else torch.ones(2))
 
 
+@pytest.mark.xdist_group("two_process_workers")  # one worker builds the module fixture once
 def test_the_processes_stop_together_when_one_of_them_fails_is_signalled_or_sees_a_nan(two_process_results):
     for rank_results in two_process_results:
         assert rank_results["agreement"] == {"error": "cannot write last.pt", "stop_exit_code": 143,
