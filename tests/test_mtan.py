@@ -433,24 +433,32 @@ def test_shared_layer_is_the_last_conv_of_the_shared_trunk(tasks):
     assert convs[-1].weight is model.last_shared_weight
 
 
-def test_gradnorm_splits_the_gradient_by_task_at_the_shared_stage():
-    with torch.device("meta"):
-        original = OriginalSegNetMTAN(5, 2)
-    model = mtan_with_weights_of(randomise_(original, seed=5), 5, TWO_TASKS).train()
+def gradnorm_step_at_the_shared_stage(model, image_shape, seed):
+    """One paper-form GradNorm step of `model` (5 classes, train mode) on a random batch of `image_shape`
+    [N, 3, H, W]: asserts that the gradient splits by task at the model's shared stage and that GradNorm's
+    weights get a finite gradient; returns the shared stage's activation."""
     balancer = make_balancer("gradnorm", form="paper")
     balancer.attach(model)
     recorded = []
     model.last_shared_stage.register_forward_hook(lambda module, inputs, output: recorded.append(output))
-    generator = torch.Generator().manual_seed(6)
-    outputs = model(torch.randn(1, 3, 32, 32, generator=generator))
-    segmentation_target = torch.randint(0, 5, (1, 32, 32), generator=generator)
+    generator = torch.Generator().manual_seed(seed)
+    batch, _, height, width = image_shape
+    outputs = model(torch.randn(*image_shape, generator=generator))
+    segmentation_target = torch.randint(0, 5, (batch, height, width), generator=generator)
     groups = torch.stack([F.cross_entropy(outputs.segmentation, segmentation_target),
-                          F.l1_loss(outputs.depth, torch.rand(1, 1, 32, 32, generator=generator))])
+                          F.l1_loss(outputs.depth, torch.rand(batch, 1, height, width, generator=generator))])
     (activation,) = recorded
-    assert activation.shape == (1, 64, 32, 32)
     assert activation_consumers(groups, activation, model.last_shared_weight) is not None
     balancer.backward(groups)
     assert torch.isfinite(balancer.task_weight.grad).all()
+    return activation
+
+
+def test_gradnorm_splits_the_gradient_by_task_at_the_shared_stage():
+    with torch.device("meta"):
+        original = OriginalSegNetMTAN(5, 2)
+    model = mtan_with_weights_of(randomise_(original, seed=5), 5, TWO_TASKS).train()
+    assert gradnorm_step_at_the_shared_stage(model, (1, 3, 32, 32), seed=6).shape == (1, 64, 32, 32)
     # Every trainable parameter gets a gradient (as DistributedDataParallel requires), the frozen ones none.
     assert all((parameter.grad is not None) == parameter.requires_grad for parameter in model.parameters())
 
