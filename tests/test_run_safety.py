@@ -182,3 +182,30 @@ def test_a_signal_during_the_final_evaluation_exits_143_and_the_resume_evaluates
     assert (folder / "status").read_text() == "finished\n" and (folder / "results.json").exists()
     assert list(pandas.read_csv(folder / "metrics.csv")["epoch"]) == [1]
     assert len(pandas.read_csv(save_path / "results.csv")) == 1
+
+
+def test_a_second_ctrl_c_with_loader_workers_prints_no_worker_traceback(cityscapes_root, tmp_path, tiny_run):
+    # Issue "Reliability, round two", item 5: the workers inherited the run's signal handler, and a second
+    # Ctrl-C (which the terminal sends to every process of its group) raised in each of them.
+    ctrl_c_twice_to_every_process = """
+        import multiprocessing, os, signal, time
+        from training import engine
+        real_step, steps = engine.train_step, []
+        def step_then_ctrl_c_twice(parts, batch, device):
+            steps.append(1)
+            if len(steps) == 2:
+                workers = [child.pid for child in multiprocessing.active_children()]
+                assert workers, "expected DataLoader worker processes"
+                for _ in range(2):
+                    for pid in workers + [os.getpid()]:
+                        os.kill(pid, signal.SIGINT)
+                    time.sleep(0.5)
+            return real_step(parts, batch, device)
+        engine.train_step = step_then_ctrl_c_twice
+    """
+    arguments = [argument for argument in tiny_run(cityscapes_root, tmp_path / "exps", "--epochs", "2")]
+    arguments[arguments.index("--workers") + 1] = "2"
+    stopped = run_entry(arguments, tmp_path, fault=ctrl_c_twice_to_every_process)
+    assert stopped.returncode == 130, stopped.stderr
+    assert "Traceback" not in stopped.stderr and "RunInterrupted" not in stopped.stderr, stopped.stderr
+    assert "exited unexpectedly" not in stopped.stderr, stopped.stderr

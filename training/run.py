@@ -30,6 +30,7 @@ from utils import distributed
 from utils.distributed import ProcessSetup, setup_from_environment
 from utils.errors import UserInputError
 from utils.files import write_json
+from utils.processes import ignore_interrupts
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class RunContext:
         sampler = ShardedBatchSampler(len(dataset), data.batch_size, processes.rank, processes.world_size,
                                       generator=generator)
         return DataLoader(dataset, batch_sampler=sampler, num_workers=data.workers,
-                          pin_memory=self.device.type == "cuda", generator=generator)
+                          pin_memory=self.device.type == "cuda", generator=generator, worker_init_fn=ignore_interrupts)
 
     def data_settings(self):
         """What evaluating a checkpoint needs of the data: size, classes, ignore index, path, batch size."""
