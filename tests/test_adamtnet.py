@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from models.adamtnet import AdaMTNet, AdaMTNetOutput
-from test_mtan import gradnorm_step_at_the_shared_stage
+from test_mtan import gradnorm_step_at_the_shared_stage, randomise_ as randomise_like_mtan
 
 TWO_TASKS = ("segmentation", "depth")
 THREE_TASKS = ("segmentation", "depth", "normal")
@@ -307,28 +307,8 @@ def test_attention_weights_are_initialised_uniform_in_0_1_as_in_the_original():
 
 
 def randomise_(module, seed):
-    """Give every parameter and BatchNorm statistic of `module` (meta or not) random values on the CPU
-    that keep activations of order 1 through the network (attention weights uniform in [0, 1), as the
-    original draws them); returns the module, in eval mode."""
-    module.to_empty(device="cpu")
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for layer in module.modules():
-            if isinstance(layer, nn.Conv2d):
-                fan_in = layer.weight[0].numel()
-                layer.weight.normal_(0, math.sqrt(2 / fan_in), generator=generator)
-                if layer.bias is not None:
-                    layer.bias.normal_(0, 0.1, generator=generator)
-            elif isinstance(layer, nn.BatchNorm2d):
-                layer.weight.uniform_(0.5, 1.5, generator=generator)
-                layer.bias.normal_(0, 0.1, generator=generator)
-                layer.running_mean.normal_(0, 0.1, generator=generator)
-                layer.running_var.uniform_(0.5, 1.5, generator=generator)
-                layer.num_batches_tracked.zero_()
-            else:
-                for parameter in layer.parameters(recurse=False):
-                    parameter.uniform_(0, 1, generator=generator)
-    return module.eval()
+    """test_mtan.randomise_ with the attention weights uniform in [0, 1), as the original draws them."""
+    return randomise_like_mtan(module, seed, lambda parameter, generator: parameter.uniform_(0, 1, generator=generator))
 
 
 def pair_with_the_same_weights(tasks, num_classes, seed):

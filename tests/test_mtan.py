@@ -310,9 +310,11 @@ def test_only_the_unused_third_branch_of_the_two_task_network_is_frozen():
         assert all(parameter.requires_grad for parameter in meta_pair(tasks, 13)[0].parameters())
 
 
-def randomise_(module, seed):
+def randomise_(module, seed, draw_other=lambda parameter, generator: parameter.normal_(generator=generator)):
     """Give every parameter and BatchNorm statistic of `module` (meta or not) random values on the CPU
-    that keep activations of order 1 through the network; returns the module, in eval mode."""
+    that keep activations of order 1 through the network (the parameters of layers other than
+    convolutions and BatchNorm by `draw_other(parameter, generator)`, normal by default); returns the
+    module, in eval mode."""
     module.to_empty(device="cpu")
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -320,15 +322,17 @@ def randomise_(module, seed):
             if isinstance(layer, nn.Conv2d):
                 fan_in = layer.weight[0].numel()
                 layer.weight.normal_(0, math.sqrt(2 / fan_in), generator=generator)
-                layer.bias.normal_(0, 0.1, generator=generator)
+                if layer.bias is not None:
+                    layer.bias.normal_(0, 0.1, generator=generator)
             elif isinstance(layer, nn.BatchNorm2d):
                 layer.weight.uniform_(0.5, 1.5, generator=generator)
                 layer.bias.normal_(0, 0.1, generator=generator)
                 layer.running_mean.normal_(0, 0.1, generator=generator)
                 layer.running_var.uniform_(0.5, 1.5, generator=generator)
                 layer.num_batches_tracked.zero_()
-        for name, parameter in module.named_parameters(recurse=False):
-            parameter.normal_(generator=generator)
+            else:
+                for parameter in layer.parameters(recurse=False):
+                    draw_other(parameter, generator)
     return module.eval()
 
 
