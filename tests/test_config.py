@@ -16,7 +16,7 @@ import torch
 from data import CITYSCAPES, NYUV2
 from training import config as config_module
 from training import engine
-from training.config import (BASELINE_MATCH, KIND_OF_RUN, NOT_COMPARED, RESTORED, RESTORED_UNLESS_GIVEN, RESUMABLE,
+from training.config import (BASELINE_MATCH, COMPARED_BY_PRESENCE, KIND_OF_RUN, NOT_COMPARED, RESTORED, RESTORED_UNLESS_GIVEN, RESUMABLE,
                              SUMMARISED, RunConfig, keys_with, rank_zero_only_values)
 from training.options import build_parser, parse_options
 from training.recorder import Recorder, read_run
@@ -110,12 +110,14 @@ def test_the_derived_lists_are_the_ones_the_repository_used_to_keep_by_hand():
     assert set(keys_with(SUMMARISED)) == {
         "single_task", "group", "balancing", "gradnorm_form", "enc_layers", "num_classes", "height", "width", "epochs",
         "batch_size", "lr", "alpha", "gamma", "label_smoothing", "lp", "tdep_loss", "tseg_loss", "batch_norm",
-        "wider_ttnet", "seed", "demo", "consistency", "dwa_temperature", "pcgrad_weighting", "model", "tasks", "no_augment"}
+        "wider_ttnet", "seed", "demo", "consistency", "dwa_temperature", "pcgrad_weighting", "model", "tasks", "no_augment",
+        "distill_from", "adaptor_lr"}
     assert rank_zero_only_values() == {"notqdm": True, "time_inf": False, "show": False, "view_only": False}
     assert keys_with(RESTORED) == ("height", "width", "num_classes", "ignore_index", "tasks")  # tasks: new with --tasks
     assert set(keys_with(RESTORED_UNLESS_GIVEN)) == {"input_path", "batch_size"}
     assert set(keys_with(BASELINE_MATCH)) == {"dataset", "num_classes", "height", "width", "enc_layers"}
-    assert keys_with(KIND_OF_RUN) == ("dataset", "single_task", "demo")
+    assert keys_with(KIND_OF_RUN) == ("dataset", "single_task", "distill_from", "demo")
+    assert keys_with(COMPARED_BY_PRESENCE) == ("distill_from",)
     not_compared = set(keys_with(NOT_COMPARED))
     assert {"seed", "seeds", "group", "save_path", "input_path", "workers", "cache_dir", "no_cache", "amp",
             "channels_last", "gpu_augment", "compile", "cpu", "notqdm"} <= not_compared

@@ -34,8 +34,9 @@ RANK_ZERO_ONLY = "rank_zero_only"  # under torchrun, processes other than rank 0
 KIND_OF_RUN = "kind_of_run"        # names the kind of run: the report names it first whenever it is set
 BASELINE_MATCH = "baseline_match"  # a single-task baseline must share it with the multi-task runs it serves
 CROSS_TASK_ONLY = "cross_task_only"  # a setting of the cross-task model (its transfer nets or their losses)
+COMPARED_BY_PRESENCE = "compared_by_presence"  # the report compares whether it is set, not its value (paths)
 ROLES = (RESUMABLE, SUMMARISED, RESTORED, RESTORED_UNLESS_GIVEN, NOT_COMPARED, RANK_ZERO_ONLY, KIND_OF_RUN,
-         BASELINE_MATCH, CROSS_TASK_ONLY)
+         BASELINE_MATCH, CROSS_TASK_ONLY, COMPARED_BY_PRESENCE)
 
 
 def setting(default, *roles, key=None, off_value=None):
@@ -95,7 +96,13 @@ class XTaskModelConfig:
 
 @dataclass(frozen=True)
 class MTANModelConfig:
-    """models.MTAN has no settings of its own: its constructor arguments are the run's classes and tasks."""
+    """models.MTAN has no settings of its own: its constructor arguments are the run's classes and tasks.
+    KD4MTL (Li and Bilen 2020) trains it with knowledge distillation from single-task MTAN teachers:
+    `distill_from` holds their experiment folders, one per trained task in task order (empty: no
+    distillation), and `adaptor_lr` the learning rate of the per-task adaptors' own Adam."""
+
+    distill_from: tuple = setting((), SUMMARISED, KIND_OF_RUN, COMPARED_BY_PRESENCE)
+    adaptor_lr: float = setting(0.1, SUMMARISED)
 
     def arguments(self, num_classes, tasks, data):
         """The constructor arguments a checkpoint stores to rebuild the network for `tasks`; `data`

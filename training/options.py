@@ -92,6 +92,12 @@ def build_parser(profile):
     model.add_argument("--single_task", choices=THREE_TASKS,
                        help="single-task baseline: the encoder and this task's decoder, its direct loss only "
                        "(normal: --model mtan or adamtnet on NYUv2)")
+    model.add_argument("--distill_from", nargs="+", default=(), metavar="RUN",
+                       help="KD4MTL with --model mtan: the experiment folders of finished single-task MTAN runs "
+                       "(--single_task TASK --model mtan), one per task in task order, whose features the "
+                       "network learns to match")
+    model.add_argument("--adaptor_lr", type=float, default=0.1,
+                       help="learning rate of the KD4MTL adaptors' own Adam (weight decay 5e-4, as the original)")
 
     training = parser.add_argument_group("training")
     training.add_argument("-e", "--epochs", type=int, help="training epochs")

@@ -20,8 +20,9 @@ Rules:
   output, device and speed switches). A row's name lists the settings whose values differ between the
   rows of the table, leaving out in each row those at their default ("default" when none is left); a line
   above the table names the settings that every row shares away from their defaults. The settings that
-  name the kind of run (declared KIND_OF_RUN: the dataset, --demo, --single_task) come first and are
-  named whenever they are set.
+  name the kind of run (declared KIND_OF_RUN: the dataset, --demo, --single_task, --distill_from) come
+  first and are named whenever they are set. --distill_from (the KD4MTL teachers' folders, which differ
+  by seed) counts by whether it is set.
 - std is the sample standard deviation (ddof = 1); with one run it is left empty. A metric that is NaN or
   null in one run leaves its row's column empty, and a note names the run and the metric.
 - Δm (utils.delta_m) of a multi-task run is computed against the single-task segmentation and depth runs

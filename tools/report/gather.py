@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 
 from data.profiles import PROFILES
-from training.config import KIND_OF_RUN, NOT_COMPARED, RunConfig, keys_with
+from training.config import COMPARED_BY_PRESENCE, KIND_OF_RUN, NOT_COMPARED, RunConfig, keys_with
 from training.options import parse_options
 from training.recorder import read_run
 from utils.errors import UserInputError
@@ -32,7 +32,8 @@ class Run:
 
     @property
     def configuration_key(self):
-        """The configuration as a canonical string: runs with equal keys share a row."""
+        """The configuration as a canonical string: runs with equal keys share a row (a setting declared
+    COMPARED_BY_PRESENCE, the KD4MTL teachers' folders, counts by whether it is set)."""
         return json.dumps(self.configuration, sort_keys=True, default=str)
 
 
@@ -50,7 +51,7 @@ def entry_defaults(dataset, demo):
     return parse_options(PROFILES[dataset], ["--demo"] if demo else []).flat()
 
 
-# Named whenever set (not None or False), first: they name the kind of run (and the first two choose the
+# Named whenever set (not None, False or empty), first: they name the kind of run (and the first two choose the
 # defaults the other settings are compared with).
 KIND_KEYS = keys_with(KIND_OF_RUN)
 
@@ -96,7 +97,9 @@ def load_run(folder, defaults_of):
     metrics, notes = read_metrics(record.results, name)
     settings = record.config.flat()
     ignored = keys_with(NOT_COMPARED)
-    configuration = {key: value for key, value in settings.items() if key not in ignored}
+    presence = keys_with(COMPARED_BY_PRESENCE)
+    configuration = {key: bool(value) if key in presence else value
+                     for key, value in settings.items() if key not in ignored}
     defaults = defaults_of(record.config.data.dataset, record.config.run.demo)
     return Run(name, record.config, metrics, defaults, configuration, notes)
 
@@ -160,7 +163,7 @@ def is_notable(run, key):
     that is not at the run's entry script default."""
     value = run.configuration.get(key)
     if key in KIND_KEYS:
-        return value is not None and value is not False
+        return value not in (None, False, ())
     return value != run.defaults.get(key)
 
 
