@@ -1,19 +1,23 @@
-"""Training-step throughput at each dataset's defaults, with each speed switch on and off, for each
-balancing method, and the projected time of the 250-epoch Cityscapes run.
+"""Training-step throughput at each dataset's defaults, with each speed switch on and off, for each model
+family and balancing method, and the projected time of the 250-epoch Cityscapes run.
 
 Run: python -m bench.training_step [--cpu] [--quick] [--datasets cityscapes nyu]
-         [--balancing none uncertainty gradnorm] [--steps 20] [--warmup 5] [--compile] [--out table.md]
+         [--models xtask mtan adamtnet kd4mtl] [--balancing none uncertainty gradnorm] [--steps 20]
+         [--warmup 5] [--compile] [--out table.md]
 The parts come from the entry scripts' own code (training.options.parse_options with the dataset's
 defaults, training.engine.build_training: fused optimizer on CUDA) and each step is the engine's
-`train_step`, so the numbers are those of a real run minus the data loader. Per dataset and balancing
-method it times: every switch off (float32, as before the speed work), every switch that helps this
+`train_step`, so the numbers are those of a real run minus the data loader. KD4MTL is MTAN with its
+distillation step: its teachers are single-task MTANs built untrained here (a teacher's weights do not
+change its cost), frozen, as a run loads them from --distill_from. A balancing method that a model
+cannot use (--balancing adalsp off AdaMT-Net, gradnorm or pcgrad with KD4MTL) is skipped with a line.
+Per dataset, model and balancing method it times: every switch off (float32, as before the speed work), every switch that helps this
 device on, and "on" with one switch off at a time; images/s over `--steps` steps after `--warmup`
 (CUDA synchronised at both ends only, so queued work overlaps as in training), with the ratio against
 "all off". With --gpu_augment the batch carries its augmentation parameters and is augmented inside
 the step; otherwise it arrives augmented (the CPU workers' cost is not in the step). Evaluation
 throughput (the whole network, inference mode) and, on CUDA, the share of the step's wall time the
 GPU spent in kernels (torch.profiler) are printed too. --quick: CPU-sized (ResNet-18, a quarter of
-the default size in pixels, batch 4).
+the default size in pixels, batch 4; the cross-task model's encoder ResNet-18).
 """
 import argparse
 import dataclasses
@@ -24,13 +28,17 @@ import torch
 
 from data import PROFILES
 from data.transforms import draw_augmentation
+from models import make_model
 from training import engine
 from training.config import SpeedSettings
-from training.options import parse_options
+from training.distillation import distillation_from
+from training.options import find_problem, parse_options
 
 CITYSCAPES_TRAIN_IMAGES, CITYSCAPES_VAL_IMAGES, PAPER_EPOCHS = 2975, 500, 250
 # Every switch but torch.compile (timed on request: its first steps are slow).
 CUDA_SWITCHES = tuple(item.name for item in dataclasses.fields(SpeedSettings) if item.name != "compile")
+KD4MTL = "kd4mtl"  # MTAN with the distillation step
+MODELS = ("xtask", "mtan", "adamtnet", KD4MTL)
 
 
 def synchronize(device):
@@ -110,16 +118,40 @@ def gpu_busy_fraction(parts, batch, device, steps=5):
     return kernel_microseconds / 1e6 / wall
 
 
-def bench_config(profile_name, balancing, quick, enc_layers):
-    """The entry script's configuration for `profile_name` with `balancing` (CPU-sized under `quick`)."""
-    arguments = ["--balancing", balancing]
+def bench_config(profile_name, model, balancing, quick, enc_layers):
+    """The entry script's configuration for `profile_name`, `model` (one of MODELS) and `balancing`
+    (CPU-sized under `quick`; `enc_layers` for the cross-task model), or the reason it cannot run."""
+    family = "mtan" if model == KD4MTL else model
+    arguments = ["--model", family, "--balancing", balancing]
     if quick:
         defaults = parse_options(PROFILES[profile_name], []).data
         height, width = (max(32, size // 2 // 32 * 32) for size in (defaults.height, defaults.width))
-        arguments += ["--height", str(height), "--width", str(width), "--batch_size", "4", "--enc_layers", "18"]
-    if enc_layers:
-        arguments += ["--enc_layers", str(enc_layers)]
-    return parse_options(PROFILES[profile_name], arguments)
+        arguments += ["--height", str(height), "--width", str(width), "--batch_size", "4"]
+    if family == "xtask" and (quick or enc_layers):
+        arguments += ["--enc_layers", str(enc_layers or 18)]
+    config = parse_options(PROFILES[profile_name], arguments)
+    if model == KD4MTL:
+        config = config.replace(distill_from=tuple(f"untrained {task} teacher" for task in config.model.tasks))
+    return find_problem(config, PROFILES[profile_name]) or config
+
+
+def build_parts(config, model, device, speed, depth_is_disparity):
+    """The engine's TrainingParts of `config`; for KD4MTL with untrained, frozen single-task MTAN teachers."""
+    if model != KD4MTL:
+        return engine.build_training(config, device, config.data.num_classes, speed, depth_is_disparity)
+    parts = engine.build_training(config.replace(distill_from=()), device, config.data.num_classes, speed,
+                                  depth_is_disparity)
+    teachers = {task: make_model("mtan", num_classes=config.data.num_classes, tasks=(task,)).to(device).eval()
+                .requires_grad_(False) for task in config.model.tasks}
+    parts.distillation = distillation_from(teachers, config.model.mtan.adaptor_lr, device)
+    return parts
+
+
+def describe_model(config, model):
+    """The model column: the family (the cross-task model with its encoder)."""
+    if model == "xtask":
+        return f"cross-task, ResNet-{config.model.xtask.enc_layers}"
+    return {"mtan": "MTAN", "adamtnet": "AdaMT-Net", KD4MTL: "KD4MTL (MTAN)"}[model]
 
 
 def projected_run_minutes(train_rate, eval_rate):
@@ -135,6 +167,7 @@ def main():
     parser.add_argument("--cpu", action="store_true")
     parser.add_argument("--quick", action="store_true", help="CPU-sized: ResNet-18, half height and width, batch 4")
     parser.add_argument("--datasets", nargs="+", choices=tuple(PROFILES), default=list(PROFILES))
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=["xtask"])
     parser.add_argument("--balancing", nargs="+", default=["none", "uncertainty", "gradnorm"])
     parser.add_argument("--enc_layers", type=int, help="override the ResNet depth")
     parser.add_argument("--steps", type=int, default=20)
@@ -146,31 +179,34 @@ def main():
     torch.backends.cudnn.benchmark = True
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     lines = [f"training step on {name}, torch {torch.__version__}; {arguments.steps} steps after {arguments.warmup}",
-             "", "| dataset | size, batch, encoder | balancing | configuration | train img/s | ratio | eval img/s "
-             "| GPU busy |", "|---|---|---|---|---|---|---|---|"]
+             "", "| dataset | size, batch | model | balancing | configuration | train img/s | ratio | eval img/s "
+             "| GPU busy |", "|---|---|---|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
     projections = []
     for profile_name in arguments.datasets:
-        for balancing in arguments.balancing:
-            config = bench_config(profile_name, balancing, arguments.quick, arguments.enc_layers)
+        for model, balancing in ((model, balancing) for model in arguments.models for balancing in arguments.balancing):
+            config = bench_config(profile_name, model, balancing, arguments.quick, arguments.enc_layers)
+            if isinstance(config, str):
+                print(f"skipped {profile_name}, {model}, {balancing}: {config}", flush=True)
+                continue
             data = config.data
             baseline = None
             for label, speed in configurations(device, arguments.compile):
-                parts = engine.build_training(config, device, data.num_classes, speed,
-                                              PROFILES[profile_name].dataset_class.depth_is_disparity)
+                parts = build_parts(config, model, device, speed, PROFILES[profile_name].dataset_class.depth_is_disparity)
                 batch = synthetic_batch(data, speed, device, np.random.default_rng(0))
                 train_rate = images_per_second(parts, batch, arguments.steps, arguments.warmup, device)
                 eval_rate = evaluation_images_per_second(parts, batch, arguments.steps, device)
                 busy = gpu_busy_fraction(parts, batch, device)
                 baseline = baseline or train_rate
-                row = (f"| {profile_name} | {data.height}x{data.width}, {data.batch_size}, "
-                       f"ResNet-{config.model.xtask.enc_layers} | {balancing} | {label} | {train_rate:.1f} | "
+                row = (f"| {profile_name} | {data.height}x{data.width}, {data.batch_size} | "
+                       f"{describe_model(config, model)} | {balancing} | {label} | {train_rate:.1f} | "
                        f"{train_rate / baseline:.2f} | {eval_rate:.1f} | "
                        f"{'-' if busy is None else f'{100 * busy:.0f} %'} |")
                 lines.append(row)
                 print(row, flush=True)
                 if profile_name == "cityscapes" and label in ("all off (float32)", "all on"):
-                    projections.append(f"{balancing}, {label}: {projected_run_minutes(train_rate, eval_rate):.1f} min")
+                    projections.append(f"{describe_model(config, model)}, {balancing}, {label}: "
+                                       f"{projected_run_minutes(train_rate, eval_rate):.1f} min")
     if projections:
         lines += ["", "projected 250-epoch Cityscapes run at these rates (2,975 train + 500 val images an epoch, "
                       "data loading not included):"] + [f"- {projection}" for projection in projections]

@@ -1,12 +1,15 @@
 """Loss balancing between the group losses: one interface, one class per method.
 
 A balancer turns the group losses (a 1-D tensor: [segmentation_group, depth_group] today) into one total
-(`combine`), runs the backward pass of that total (`backward(groups)`, which returns the total, detached),
+(`combine`), runs the backward pass of that total (`backward(groups, extra=None)`, which returns the total,
+detached; `extra`, KD4MTL's distillation loss, is added unweighted by the balancers whose total is a sum of
+per-group terms and refused by those that work on per-group gradients: `refuse_extra_loss`),
 and, where it has its own update (GradNorm), makes it in `step()` after the model's optimizer step. The
 engine calls `attach(model)` once after building the model and `start_epoch(epoch)` before each epoch.
 GradNorm measures gradients at the shared layer the model names (`last_shared_weight`,
 `last_block_conv2_weight`, `last_shared_stage`); PCGrad takes per-group gradients of the model's
-parameters (its paper form projects those of `model.shared_parameters()`); the other balancers ignore the
+parameters (its paper form projects those of `model.shared_parameters()`); AdaLSP reads each task's
+decoder (`decoder_first_layer_weight(task)`, `decoder_parameters(task)`); the other balancers ignore the
 model. `model_parameters()` are learned by the model's optimizer, `weights()` are logged, and learnable
 parameters and buffers are in the balancer's `state_dict()`. Where a total is a sum of per-group terms,
 `terms(groups)` gives them (`training_terms` in a training step: DWA records the training losses there).
@@ -15,18 +18,23 @@ The methods with two forms (BALANCING_FORMS: "paper", the published method, and 
 procedure of the original xtask_mt code) have one class per form behind one constructor: GradNorm
 (GradNormPaper / GradNormOriginal: Chen et al. 2018; the original's L_grad also reaches the model's
 gradients), DWA (DWAPaper / DWAOriginal: Liu et al. 2019; the original's weights sum to 3) and PCGrad
-(PCGradPaper / PCGradOriginal: Yu et al. 2020; the original projects the whole flattened gradient).
-`GradNorm(form=...)`, `DWA(form=...)` and `PCGrad(form=...)` build the class that `form` names.
+(PCGradPaper / PCGradOriginal: Yu et al. 2020; the original projects the whole flattened gradient) and
+AdaLSP (AdaLSPPaper / AdaLSPOriginal: Jha et al. 2020, AdaMT-Net's weighting; the original scales the
+depth decoder by the segmentation share and gives the encoder accumulated gradients).
+`GradNorm(form=...)`, `DWA(form=...)`, `PCGrad(form=...)` and `AdaLSP(form=...)` build the class that
+`form` names.
 
 Under torchrun the model is wrapped in DistributedDataParallel, which averages the model's gradients;
 a balancer attaches to the unwrapped model and averages what is its own over the processes: the
 gradients of its learnable parameters, GradNorm's losses and per-group gradients at the shared
-weight (so its norms and loss ratios are those of the global batch), DWA's epoch means, and PCGrad's
-per-group gradients (PCGrad writes the model's gradients itself: see `PCGrad`).
+weight (so its norms and loss ratios are those of the global batch), DWA's epoch means, PCGrad's
+per-group gradients (PCGrad writes the model's gradients itself: see `PCGrad`) and AdaLSP's (whose
+model gradients come from one backward pass that DDP averages: see `AdaLSP`).
 """
 import functools
 import inspect
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -36,6 +44,7 @@ from utils.distributed import average_across_processes, average_gradients, unwra
 GROUP_NAMES = ("segmentation", "depth", "normal")  # the groups' names by position (normal: a third task)
 CROSS_TASK_GROUPS = 2  # the cross-task loss's groups, one per decoder; GradNorm here balances these two
 BALANCING_FORMS = ("paper", "original")
+ADALSP_GROUP_COUNTS = (2, 3)  # AdaLSP's groups: segmentation and depth, with or without surface normals
 
 
 def group_names(count):
@@ -48,6 +57,14 @@ def form_class(method, classes, form):
     if form not in classes:
         raise ValueError(f"form {form!r}: unknown {method} form; expected one of {', '.join(classes)}")
     return classes[form]
+
+
+def refuse_extra_loss(balancer, extra):
+    """A ValueError when `extra` (a loss outside the groups, such as KD4MTL's distillation) is given to a
+    balancer that measures or projects per-group gradients and has no place for it."""
+    if extra is not None:
+        raise ValueError(f"extra: {type(balancer).__name__} balances the group losses' gradients; it takes no "
+                         f"loss outside the groups (use --balancing none, uncertainty or dwa)")
 
 
 def check_own_form(balancer, form, method):
@@ -85,10 +102,14 @@ class LossBalancer(nn.Module):
         """Parameters the model's optimizer should update alongside the model (none here)."""
         return []
 
-    def backward(self, groups):
-        """One backward pass of the total; returns the total, detached. Under torchrun the gradients of
-        `model_parameters()` are then averaged over the processes (DDP averages only the model's)."""
-        total = self.combine(groups)
+    def backward(self, groups, extra=None):
+        """One backward pass of the training total, plus `extra` (a scalar loss outside the groups, added
+        unweighted: KD4MTL's distillation) when given; returns that total, detached. Under torchrun the
+        gradients of `model_parameters()` are then averaged over the processes (DDP averages only the
+        model's)."""
+        total = self.training_terms(groups).sum()
+        if extra is not None:
+            total = total + extra
         total.backward()
         average_gradients(self.model_parameters())
         return total.detach()
@@ -237,7 +258,7 @@ class GradNormPaper(GradNorm):
         """w = W, with its graph to `task_weight`."""
         return self.task_weight
 
-    def backward(self, groups):
+    def backward(self, groups, extra=None):
         """Gradient norms of each group at the attached shared weight, one backward pass of the total, and
         the gradient of L_grad into the weights only; returns the total, detached. The norms come from
         that one pass when the activation recorded by the attachment's hook splits this graph by group
@@ -245,6 +266,7 @@ class GradNormPaper(GradNorm):
         otherwise from one extra backward pass per group. Under torchrun the losses and the per-group
         gradients are averaged over the processes first, so every process computes the same weights'
         gradient, that of the global batch."""
+        refuse_extra_loss(self, extra)
         attachment = self.attached()
         shared_weight = attachment.shared_weight
         detached_groups = average_across_processes(groups.detach().clone())
@@ -311,11 +333,12 @@ class GradNormOriginal(GradNorm):
             return (CROSS_TASK_GROUPS / self.task_weight.sum()) * self.task_weight
         return self.task_weight
 
-    def backward(self, groups):
+    def backward(self, groups, extra=None):
         """Backward of l_1 and of l_2 (graph kept), then the full backward of L_grad built from
         create_graph gradient norms at the attached weight, with W's gradient zeroed in between. The two
         backward passes are separate, as in the original, so that the gradients add in its order.
         Returns sum_k t_k * group_k (= 2 (l_1 + l_2)), the training total the original logged."""
+        refuse_extra_loss(self, extra)
         shared_weight = self.attached().shared_weight
         is_first_step = self.steps_taken.item() == 0
         weighted_losses = self.effective_weights() * groups * 0.5
@@ -549,12 +572,6 @@ class DWA(LossBalancer):
         """sum_k w_k * group_k with the current weights (the validation total); records nothing."""
         return self.terms(groups).sum()
 
-    def backward(self, groups):
-        """Record the training losses, one backward pass of sum_k w_k * group_k; returns it, detached."""
-        total = self.training_terms(groups).sum()
-        total.backward()
-        return total.detach()
-
     def start_epoch(self, epoch):
         """Before training epoch `epoch` (1-based): when it follows the epoch of the recorded losses, their
         means (over every process) become those of epoch t-1 and the former t-1 those of t-2; then the
@@ -736,9 +753,10 @@ class PCGrad(LossBalancer):
         """The weighting's logged weights."""
         return self.weighting.weights()
 
-    def backward(self, groups):
+    def backward(self, groups, extra=None):
         """Per-group gradients of the weighting's training terms, the projection, the gradients added to
         the parameters; returns the training total, detached."""
+        refuse_extra_loss(self, extra)
         model_projected, model_summed = self.attached()
         projected, summed = self.with_weighting_parameters(model_projected, model_summed)
         terms = self.weighting.training_terms(groups)
@@ -843,6 +861,194 @@ class PCGradOriginal(PCGrad):
         return result.sum(dim=0)
 
 
+class AdaLSP(LossBalancer):
+    """AdaMT-Net's adaptive loss-specific weighting (Jha et al., CVPR Workshops 2020; the original code's
+    compute_loss_with_adalsp in model/adamtnet/train_cs.py, train_nyu2tasks.py and train_nyu3tasks.py).
+    At every training step, each group's gradient at the first layer of its task's decoder gives
+    m_k = mean |d group_k / d W_k| (W_k: the model's `decoder_first_layer_weight(task)`), and the shares
+    w_k = m_k / sum_j m_j (1/K each when every m_k is 0) weight the groups' gradients as the form says.
+    The groups are the tasks in GROUP_NAMES order, 2 (segmentation, depth) or 3 (and normal). The total
+    that `backward` returns and the validation total (`combine`) are the plain sum of the groups, the loss
+    the original logged; `weights()` are the last training step's shares.
+
+    The model names each task's decoder: `decoder_first_layer_weight(task)` and `decoder_parameters(task)`,
+    parameters that only that task's group reaches (AdaMTNet's). The first-layer gradients (and the
+    original form's decoder gradients) come from one torch.autograd.grad pass per group, the graph kept;
+    every other gradient from one backward pass of a weighted total. Under torchrun the per-group
+    gradients are averaged over the processes (the shares are those of the global batch) and
+    DistributedDataParallel averages that backward pass, as for a plain sum.
+
+    One subclass per form: `AdaLSP(form, group_count)` builds AdaLSPPaper (form="paper", the default) or
+    AdaLSPOriginal (form="original"); a subclass names its `form` and defines `backward`.
+    """
+
+    def __new__(cls, form="paper", group_count=CROSS_TASK_GROUPS):
+        """AdaLSP(...) builds the subclass of `form` (one of ADALSP_FORMS); a subclass builds itself."""
+        if cls is AdaLSP:
+            cls = form_class("AdaLSP", ADALSP_CLASSES, form)
+        return super().__new__(cls)
+
+    def __init__(self, form=None, group_count=CROSS_TASK_GROUPS):
+        """Shares 1/K for the K = `group_count` groups until the first step; `form`, when given, must be
+        this class's own."""
+        super().__init__()
+        check_own_form(self, form, "AdaLSP")
+        if group_count not in ADALSP_GROUP_COUNTS:
+            raise ValueError(f"group_count {group_count!r}: AdaLSP is implemented for the groups of segmentation "
+                             "and depth, with or without surface normals (2 or 3 groups)")
+        self.register_buffer("shares", torch.full((group_count,), 1.0 / group_count), persistent=False)
+        self.decoders = None
+
+    def attach(self, model):
+        """Read the decoders of `model` (of the model inside a DistributedDataParallel wrapper) from now on:
+        for each group's task, the weight of its decoder's first layer and its decoder's parameters that
+        require grad. A TypeError when the model does not name them."""
+        model = unwrap_model(model)
+        if not (hasattr(model, "decoder_parameters") and hasattr(model, "decoder_first_layer_weight")):
+            raise TypeError(f"AdaLSP reads the gradients of each task's decoder: {type(model).__name__} must name "
+                            "them with decoder_parameters(task) and decoder_first_layer_weight(task) (AdaMTNet does)")
+        decoders = []
+        for task in group_names(self.shares.shape[0]):
+            weight = model.decoder_first_layer_weight(task)
+            parameters = [parameter for parameter in model.decoder_parameters(task) if parameter.requires_grad]
+            if not any(parameter is weight for parameter in parameters):
+                raise ValueError(f"decoder_first_layer_weight({task!r}): expected one of the parameters of "
+                                 f"decoder_parameters({task!r}) that require grad")
+            decoders.append(AttachedDecoder(weight, [weight] + [parameter for parameter in parameters
+                                                                if parameter is not weight]))
+        self.decoders = decoders
+
+    def attached(self):
+        """The AttachedDecoder of each group that `attach` kept; a RuntimeError without them."""
+        if self.decoders is None:
+            raise RuntimeError(f"{type(self).__name__} reads the gradients of the model's decoders: call "
+                               f"attach(model) once after building the model, before backward(groups)")
+        return self.decoders
+
+    def __getstate__(self):
+        """State for copy and pickle, without the model's parameters: a copy reads them at its own
+        `attach(model)`."""
+        return {**super().__getstate__(), "decoders": None}
+
+    def group_gradients(self, groups, parameter_lists):
+        """For each group k, its gradient at parameter_lists[k] (a list that starts with the first-layer
+        weight of its decoder) as a GroupGradient: one vector, averaged over the processes, and which of
+        the parameters autograd reached. The graph is kept; a ValueError when no group reaches a decoder's
+        first layer."""
+        gradients = []
+        for name, group, parameters in zip(group_names(groups.shape[0]), groups, parameter_lists):
+            per_parameter = torch.autograd.grad(group, parameters, retain_graph=True, allow_unused=True)
+            if per_parameter[0] is None:
+                raise ValueError(f"groups: no group reaches the first layer of the {name} decoder; expected the "
+                                 f"losses of {', '.join(group_names(groups.shape[0]))}, in this order")
+            gradients.append(GroupGradient(average_across_processes(flatten(per_parameter, parameters)),
+                                           [gradient is not None for gradient in per_parameter]))
+        return gradients
+
+    def record_shares(self, gradients):
+        """The shares w [K] from the groups' GroupGradients (each starting with its first-layer gradient),
+        kept for `weights()`."""
+        magnitudes = torch.stack([gradient.vector[:decoder.first_layer_weight.numel()].abs().mean()
+                                  for gradient, decoder in zip(gradients, self.attached())])
+        total = magnitudes.sum()
+        shares = torch.where(total > 0, magnitudes / total, torch.full_like(magnitudes, 1.0 / magnitudes.numel()))
+        self.shares.copy_(shares)
+        return shares
+
+    def weights(self):
+        """The share w_k of each group at the last training step (1/K before the first)."""
+        return {f"w_{name}": value for name, value in zip(group_names(self.shares.shape[0]), self.shares.tolist())}
+
+
+class AdaLSPPaper(AdaLSP):
+    """AdaLSP as the method is meant (the paper's text could not be consulted: this is the original code's
+    procedure with its two slips corrected, see AdaLSPOriginal): one backward pass of
+    sum_k w_k * group_k with the shares detached, so that decoder k gets w_k times its own group's
+    gradient and the encoder sum_k w_k * g_k, g_k being group k's gradient alone."""
+
+    form = "paper"
+
+    def backward(self, groups, extra=None):
+        """The shares from one gradient pass per group at its decoder's first layer, then one backward pass
+        of sum_k w_k * group_k; returns sum_k group_k, detached."""
+        refuse_extra_loss(self, extra)
+        gradients = self.group_gradients(groups, [[decoder.first_layer_weight] for decoder in self.attached()])
+        shares = self.record_shares(gradients)
+        (shares * groups).sum().backward()
+        return groups.detach().sum()
+
+
+class AdaLSPOriginal(AdaLSP):
+    """AdaLSP as the original's compute_loss_with_adalsp runs it. It back-propagates the groups one after
+    the other into the same gradients and keeps the encoder's gradients after each pass, so the k-th copy
+    holds g_1 + ... + g_k; the encoder's gradient is sum_k w_k (g_1 + ... + g_k) = sum_j e_j g_j with
+    e_j = w_j + ... + w_K (e_1 = 1: the first group's whole gradient, whatever its share). The decoders'
+    gradients are multiplied by d_k: with two groups d = (w_1, w_1), the depth decoder's scaled by the
+    segmentation share (train_cs.py lines 76-79); with three, d = (w_1, w_2 * w_3, 1), the depth decoder
+    scaled twice and the normal decoder not at all (train_nyu3tasks.py lines 81-86).
+
+    Here: one gradient pass per group over its decoder's parameters (g_k there, first layer included),
+    the shares, one backward pass of sum_j e_j * group_j, which gives the encoder (and every parameter
+    outside the decoders) its gradient, then each decoder's gradient set to d_k * g_k in place of what
+    that pass left there (gradients from before this step are kept and added to)."""
+
+    form = "original"
+
+    def decoder_weights(self, shares):
+        """d [K]: the factor of each decoder's gradient, from the shares w [K]."""
+        if shares.shape[0] == 2:
+            return torch.stack((shares[0], shares[0]))
+        return torch.stack((shares[0], shares[1] * shares[2], torch.ones_like(shares[2])))
+
+    def backward(self, groups, extra=None):
+        """The decoders' per-group gradients and the shares, one backward pass of sum_j e_j * group_j, the
+        decoders' gradients set to d_k * g_k; returns sum_k group_k, detached."""
+        refuse_extra_loss(self, extra)
+        decoders = self.attached()
+        gradients = self.group_gradients(groups, [decoder.parameters for decoder in decoders])
+        shares = self.record_shares(gradients)
+        encoder_weights = shares.flip(0).cumsum(0).flip(0)
+        earlier = [[parameter.grad for parameter in decoder.parameters] for decoder in decoders]
+        for decoder in decoders:
+            for parameter in decoder.parameters:
+                parameter.grad = None
+        (encoder_weights * groups).sum().backward()
+        for decoder, gradient, weight, previous in zip(decoders, gradients, self.decoder_weights(shares), earlier):
+            set_gradients(decoder.parameters, gradient.reached, weight * gradient.vector, previous)
+        return groups.detach().sum()
+
+
+class AttachedDecoder(NamedTuple):
+    """What AdaLSP keeps of one task's decoder: the weight of its first layer and its parameters that
+    require grad, that weight first."""
+
+    first_layer_weight: torch.Tensor
+    parameters: list
+
+
+class GroupGradient(NamedTuple):
+    """One group's gradient at a list of parameters: `vector` [sum of their sizes], zeros where the group
+    does not reach a parameter, and `reached`, one bool per parameter."""
+
+    vector: torch.Tensor
+    reached: list
+
+
+def set_gradients(parameters, reached, vector, previous):
+    """Make the gradient of each reached parameter its slice of `vector` plus its `previous` gradient (None:
+    nothing), writing into the gradient the backward pass left (its memory format kept); a parameter not
+    reached gets its `previous` gradient back."""
+    start = 0
+    for parameter, is_reached, before in zip(parameters, reached, previous):
+        end = start + parameter.numel()
+        if is_reached:
+            gradient = vector[start:end].view(parameter.shape)
+            parameter.grad.copy_(gradient if before is None else gradient + before)
+        else:
+            parameter.grad = before
+        start = end
+
+
 def flatten(gradients, parameters):
     """One vector of `gradients` (None: zeros of the parameter's size), in the order of `parameters`."""
     return torch.cat([torch.zeros(parameter.numel(), dtype=parameter.dtype, device=parameter.device)
@@ -868,9 +1074,10 @@ def write_gradients(parameters, reached, vector):
 GRADNORM_CLASSES = {"paper": GradNormPaper, "original": GradNormOriginal}
 DWA_CLASSES = {"paper": DWAPaper, "original": DWAOriginal}
 PCGRAD_CLASSES = {"paper": PCGradPaper, "original": PCGradOriginal}
-GRADNORM_FORMS = DWA_FORMS = PCGRAD_FORMS = BALANCING_FORMS
+ADALSP_CLASSES = {"paper": AdaLSPPaper, "original": AdaLSPOriginal}
+GRADNORM_FORMS = DWA_FORMS = PCGRAD_FORMS = ADALSP_FORMS = BALANCING_FORMS
 BALANCERS = {"none": LossBalancer, "uncertainty": UncertaintyWeights, "gradnorm": GradNorm, "dwa": DWA,
-             "pcgrad": PCGrad}
+             "pcgrad": PCGrad, "adalsp": AdaLSP}
 
 
 def make_balancer(method, **settings):

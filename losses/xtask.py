@@ -20,7 +20,9 @@ class XTaskLossTerms(NamedTuple):
     """Scalar loss tensors: the four components and the two groups that reach one decoder each.
 
     For a single-task loss every term of the other task and both transferred terms are zero tensors,
-    and the single task's group is its direct loss, so the plain sum of `groups()` is that loss.
+    and the single task's group is its direct loss, so the plain sum of `groups()` is that loss. `normal`
+    and `normal_group` are set when the surface normals are trained, `distillation` (not a group) in a
+    KD4MTL training step.
     """
 
     segmentation: torch.Tensor
@@ -31,6 +33,7 @@ class XTaskLossTerms(NamedTuple):
     depth_group: torch.Tensor
     normal: Optional[torch.Tensor] = None
     normal_group: Optional[torch.Tensor] = None
+    distillation: Optional[torch.Tensor] = None
 
     def groups(self):
         """The group losses stacked: [segmentation_group, depth_group] (shape [2]), then normal_group when
@@ -40,12 +43,15 @@ class XTaskLossTerms(NamedTuple):
 
     def components(self):
         """{component name: scalar tensor}: the four components of COMPONENT_NAMES, then "normal" when the
-        surface normals are trained."""
-        names = COMPONENT_NAMES if self.normal is None else COMPONENT_NAMES + (NORMAL,)
+        surface normals are trained and "distillation" in a KD4MTL training step."""
+        names = COMPONENT_NAMES + tuple(name for name in (NORMAL, DISTILLATION) if getattr(self, name) is not None)
         return {name: getattr(self, name) for name in names}
 
 
 NORMAL = "normal"
+# KD4MTL's distillation loss (losses.distillation): a term of the training total outside the groups, added
+# unweighted by the balancer (LossBalancer.backward's `extra`).
+DISTILLATION = "distillation"
 COMPONENT_NAMES = ("segmentation", "depth", "transferred_segmentation", "transferred_depth")
 
 

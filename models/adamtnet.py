@@ -134,7 +134,8 @@ class AdaMTNet(nn.Module):
     whose output [N,1024,H/16,W/16] every task's decoder starts from. The original code has no GradNorm
     for AdaMT-Net, so both of the balancers' forms (`last_shared_weight`, `last_block_conv2_weight`) name
     that conv's weight; `shared_parameters()` is the encoder (the original's AdaLSP treats the same
-    parameters as shared).
+    parameters as shared). AdaLSP (`--balancing adalsp`) reads each task's decoder through
+    `decoder_parameters(task)` and `decoder_first_layer_weight(task)`.
     """
 
     def __init__(self, num_classes, tasks=("segmentation", "depth"), batch_size=8, height=128, width=256):
@@ -185,6 +186,22 @@ class AdaMTNet(nn.Module):
         """The parameters every task's loss reaches: the encoder blocks' and the bottleneck's (PCGrad's
         paper form projects their gradients); the decoders are task-specific."""
         return list(self.encoder_blocks.parameters()) + list(self.bottleneck.parameters())
+
+    def task_decoder(self, task):
+        """The TaskDecoder of `task` (one of `tasks`); a ValueError naming the model's tasks otherwise."""
+        if task not in self.tasks:
+            raise ValueError(f"task {task!r}: this AdaMTNet has decoders for {', '.join(self.tasks)}")
+        return getattr(self, f"{task}_decoder")
+
+    def decoder_parameters(self, task):
+        """The parameters of `task`'s decoder (its attention blocks and head): only that task's loss reaches
+        them (AdaLSP scales their gradients by task)."""
+        return list(self.task_decoder(task).parameters())
+
+    def decoder_first_layer_weight(self, task):
+        """Weight [C_out, C_in, 3, 3] of the first convolution of `task`'s decoder (its deepest attention
+        block's first conv, the original's dec_block1.conv1[0]): where AdaLSP measures the task's gradient."""
+        return self.task_decoder(task).blocks[0].first_conv[0].weight
 
     def shared_encoder(self, image):
         """image [N,3,H,W] -> (encoder block outputs, level k [N,C_k,H/2^k,W/2^k] for k = 0..3,

@@ -174,10 +174,12 @@ class MTAN(nn.Module):
             decoder_outputs.append(features)
         return encoder_first, encoder_outputs, decoder_unpooled, decoder_outputs
 
-    def forward(self, image, direct_only=False):
-        """MTANOutput for image [N,3,H,W] (H, W multiples of 32); `direct_only` is accepted for the engine's
-        sake and changes nothing (MTAN has no transfer nets)."""
-        return self.forward_with_features(image)[0]
+    def forward(self, image, direct_only=False, with_features=False):
+        """MTANOutput for image [N,3,H,W] (H, W multiples of 32), or with `with_features` the pair that
+        `forward_with_features` gives (through forward, so that wrappers such as torch.compile see it);
+        `direct_only` is accepted for the engine's sake and changes nothing (MTAN has no transfer nets)."""
+        outputs, features = self.forward_with_features(image)
+        return (outputs, features) if with_features else outputs
 
     def attended_encoder_features(self, branch, trunk):
         """Task `branch`'s attended encoder output [N,512,H/32,W/32] (after the last pooling) from the

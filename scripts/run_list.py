@@ -7,6 +7,7 @@ A planned run is (run, arguments): `run` has `name`, `dataset` ("cityscapes" or 
 import argparse
 import contextlib
 import io
+import os
 import re
 import shlex
 import subprocess
@@ -16,6 +17,8 @@ from types import MappingProxyType
 
 from data import CITYSCAPES, NYUV2
 from training.options import build_parser, parse_options
+from training.recorder import read_run
+from utils.errors import UserInputError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ENTRY_SCRIPTS = MappingProxyType({"cityscapes": "main_cross_cs.py", "nyu": "main_cross_nyu.py"})
@@ -85,10 +88,16 @@ def dry_run(planned):
     return 0
 
 
-def execute(planned, save_path):
+def execute(planned, save_path, complete=None):
     """Run each planned (run, arguments) from the repository root and stop at the first failure; returns
-    its exit status, or 0 when every run finished."""
+    its exit status, or 0 when every run finished. `complete(run, arguments)`, when given, makes a run's
+    final arguments just before it starts (from the runs before it); a UserInputError of it stops with 2."""
     for index, (run, arguments) in enumerate(planned, start=1):
+        try:
+            arguments = arguments if complete is None else complete(run, arguments)
+        except UserInputError as error:
+            print(f"error: {run.name}: {error}", file=sys.stderr)
+            return 2
         print(f"[{index}/{len(planned)}] {command_line(run, arguments)}", flush=True)
         status = subprocess.run([sys.executable, ENTRY_SCRIPTS[run.dataset], *arguments], cwd=REPO_ROOT).returncode
         if status != 0:
@@ -125,16 +134,34 @@ def planned_epochs(dataset, arguments, fallback):
             return fallback
 
 
-def run_or_check(planned, options, notes=()):
+def finished_runs(save_path):
+    """The RunRecords (training.recorder.read_run) of the finished runs with a config.json in the numbered
+    folders directly under `save_path`, in folder order; folders that cannot be read are left out."""
+    if not os.path.isdir(save_path):
+        return []
+    records = []
+    for name in sorted((entry for entry in os.listdir(save_path) if entry.isdigit()), key=int):
+        try:
+            record = read_run(os.path.join(save_path, name))
+        except UserInputError:
+            continue
+        if record.finished and record.config is not None:
+            records.append(record)
+    return records
+
+
+def run_or_check(planned, options, notes=(), complete=None, report_flags=()):
     """With --dry_run: print and check `planned`, then print `notes` (lines) when every command parsed;
-    otherwise run them one after the other, then `python -m tools.report` on --save_path. The exit status."""
+    otherwise run them one after the other (`complete` as in `execute`), then `python -m tools.report` on
+    --save_path with `report_flags`. The exit status."""
     if options.dry_run:
         status = dry_run(planned)
         if status == 0:
             for note in notes:
                 print(note)
         return status
-    status = execute(planned, options.save_path)
+    status = execute(planned, options.save_path, complete)
     if status != 0:
         return status
-    return subprocess.run([sys.executable, "-m", "tools.report", options.save_path], cwd=REPO_ROOT).returncode
+    return subprocess.run([sys.executable, "-m", "tools.report", options.save_path, *report_flags],
+                          cwd=REPO_ROOT).returncode

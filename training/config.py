@@ -190,7 +190,7 @@ class LossConfig:
 @dataclass(frozen=True)
 class BalancingConfig:
     """How the group losses are balanced (losses.BALANCERS). `gradnorm_form` is the form of every method
-    that has two (GradNorm, DWA, PCGrad: "paper" or "original"); its key keeps its first name so that
+    that has two (GradNorm, DWA, PCGrad, AdaLSP: "paper" or "original"); its key keeps its first name so that
     older runs read back."""
 
     method: str = setting("none", SUMMARISED, key="balancing")

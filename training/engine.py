@@ -1,20 +1,23 @@
 """The training engine: the only place that knows the order of a step, the epoch loop and evaluation.
 
-One batch's way in training (`train_step`): data -> XTaskTSNet -> XTaskLoss -> balancer (one backward)
--> optimizer -> balancer's own step. In evaluation: XTaskTSNet -> MultiTaskMetrics.
+One batch's way in training (`train_step`): data -> model -> XTaskLoss (+ KD4MTL's distillation loss) ->
+balancer (one backward) -> optimizer (+ the adaptors' optimizer) -> balancer's own step. In evaluation:
+model -> MultiTaskMetrics.
 """
 import math
 import time
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from tqdm import tqdm
 
 from data.device_augment import augment_batch
 from losses import XTaskLoss, make_balancer
-from losses.xtask import COMPONENT_NAMES, NORMAL, WithNormalLoss, component_names
+from losses.xtask import COMPONENT_NAMES, DISTILLATION, NORMAL, WithNormalLoss, component_names
 from models import make_model
 from training.config import SpeedSettings, flag_message
+from training.distillation import Distillation, build_distillation
 from training.interrupts import NonFiniteTraining
 from utils import distributed
 from utils.consistency_energy import ENERGY, ENERGY_KEYS, ConsistencyEnergyMeter, describe
@@ -29,8 +32,9 @@ DEPTH_PLOT_PIXELS_PER_BATCH = 2000
 class TrainingParts:
     """What a training step works on: the network, its loss, the balancer, the optimizer (model and
     balancer parameters), the per-epoch learning-rate scheduler, how the step runs on its device,
-    whether the training depth is disparity (for batches augmented on the device) and whether the batches
-    carry surface normals (a third target after segmentation and depth)."""
+    whether the training depth is disparity (for batches augmented on the device), whether the batches
+    carry surface normals (a third target after segmentation and depth) and KD4MTL's distillation parts
+    (teachers, adaptors and their optimizer; None without --distill_from)."""
 
     model: torch.nn.Module
     criterion: torch.nn.Module  # XTaskLoss, or WithNormalLoss with surface normals
@@ -40,10 +44,13 @@ class TrainingParts:
     speed: SpeedSettings = SpeedSettings()
     depth_is_disparity: bool = False
     normals: bool = False
+    distillation: Optional[Distillation] = None
 
-    def component_names(self):
-        """The loss components of a step (losses.xtask.component_names)."""
-        return component_names((NORMAL,) if self.normals else ())
+    def component_names(self, training=False):
+        """The loss components of a step (losses.xtask.component_names), and in a training step of KD4MTL
+        the distillation loss."""
+        names = component_names((NORMAL,) if self.normals else ())
+        return names + (DISTILLATION,) if training and self.distillation is not None else names
 
 
 class LossMeter:
@@ -164,8 +171,8 @@ def build_criterion(config, num_classes):
 def build_training(config, device, num_classes, speed=SpeedSettings(), depth_is_disparity=False):
     """TrainingParts for `config` (training.config.RunConfig) on `device`: model, criterion, balancer
     (attached to the model), optimizer and StepLR, set up for `speed` (channels-last weights,
-    torch.compile). depth_is_disparity: the training depth is disparity (for batches augmented on the
-    device)."""
+    torch.compile), with KD4MTL's teachers and adaptors under --distill_from. depth_is_disparity: the
+    training depth is disparity (for batches augmented on the device)."""
     model = build_model(config, num_classes).to(device)
     if speed.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -178,28 +185,50 @@ def build_training(config, device, num_classes, speed=SpeedSettings(), depth_is_
     optimizer, scheduler = build_optimizer(list(model.parameters()) + balancer.model_parameters(),
                                            config.optimization, device)
     return TrainingParts(model, criterion, balancer, optimizer, scheduler, speed, depth_is_disparity,
-                         NORMAL in config.model.tasks)
+                         NORMAL in config.model.tasks, build_distillation(config, device))
 
 
 def forward(model, image, speed, **keywords):
     """model(image, **keywords) as `speed` says (channels-last input, bf16 autocast); the predictions
-    come back in float32, so that losses and metrics are computed in float32."""
+    (and features, for KD4MTL) come back in float32, so that losses and metrics are computed in float32."""
     if speed.channels_last:
         image = image.contiguous(memory_format=torch.channels_last)
     with torch.autocast(image.device.type, dtype=torch.bfloat16, enabled=speed.amp):
         outputs = model(image, **keywords)
-    return type(outputs)(*(None if output is None else output.float() for output in outputs))
+    return in_float32(outputs)
+
+
+def in_float32(outputs):
+    """`outputs` (a tensor, None, or tuples, named tuples and dicts of them) with every tensor in float32."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs.float()
+    if isinstance(outputs, dict):
+        return {key: in_float32(value) for key, value in outputs.items()}
+    if isinstance(outputs, tuple):
+        values = (in_float32(value) for value in outputs)
+        return type(outputs)(*values) if hasattr(outputs, "_fields") else tuple(values)
+    return outputs
 
 
 def train_step(parts, batch, device):
     """One training step on `batch` (image, segmentation_target, depth_target[, normal_target][,
     augmentation]): forward, the loss terms, the balancer's backward, the optimizer's step and the
-    balancer's own step. Returns the detached total (scalar tensor, no host sync) and the XTaskLossTerms."""
+    balancer's own step; with KD4MTL the distillation loss joins the total (unweighted) and the adaptors
+    take their optimizer's step. Returns the detached total (scalar tensor, no host sync) and the
+    XTaskLossTerms (with `distillation` under KD4MTL)."""
     image, targets = training_batch(parts, batch, device)
-    terms = parts.criterion(forward(parts.model, image, parts.speed), *targets)
+    distillation = parts.distillation
+    if distillation is None:
+        terms = parts.criterion(forward(parts.model, image, parts.speed), *targets)
+    else:
+        outputs, features = forward(parts.model, image, parts.speed, with_features=True)
+        terms = parts.criterion(outputs, *targets)._replace(distillation=distillation.loss(features, image))
+        distillation.optimizer.zero_grad(set_to_none=True)
     parts.optimizer.zero_grad(set_to_none=True)
-    total = parts.balancer.backward(terms.groups())
+    total = parts.balancer.backward(terms.groups(), extra=terms.distillation)
     parts.optimizer.step()
+    if distillation is not None:
+        distillation.optimizer.step()
     parts.balancer.step()
     return total, terms
 
@@ -225,7 +254,7 @@ def train_one_epoch(parts, loader, device, stop, progress=True, description="tra
     torchrun the losses and the non-finite check are those of every process, taken at the end of the
     epoch (all processes stop together), and BatchNorm's running statistics are then averaged."""
     parts.model.train()
-    meter = LossMeter(device, parts.component_names())
+    meter = LossMeter(device, parts.component_names(training=True))
     start = last_progress = time.perf_counter()
     bar = tqdm(loader, desc=description, disable=not progress, leave=False, dynamic_ncols=True)
     for batch in bar:
@@ -358,11 +387,12 @@ def recorded_components(record):
 
 
 def epoch_record(epoch, train, val, balancing_weights, learning_rate, seconds):
-    """One row of the per-epoch history: every printed figure, flat."""
+    """One row of the per-epoch history: every printed figure, flat (a training-only component, KD4MTL's
+    distillation, has no val_ column)."""
     record = {"epoch": epoch, "train_loss": train["loss"], "val_loss": val["loss"]}
     components = [name for name in train if name not in ("loss", "images_per_second")]
     record.update({f"train_{name}": train[name] for name in components})
-    record.update({f"val_{name}": val[name] for name in components})
+    record.update({f"val_{name}": val[name] for name in components if name in val})
     record.update({f"val_{key}": val[key] for key in ENERGY_KEYS if key in val})
     record.update(balancing_weights)
     record.update({"lr": learning_rate, "images_per_second": train["images_per_second"], "epoch_seconds": seconds})
@@ -371,7 +401,8 @@ def epoch_record(epoch, train, val, balancing_weights, learning_rate, seconds):
 
 def format_epoch_line(record, epochs):
     """The one line printed per epoch."""
-    components = " ".join(f"{name}={record['train_' + name]:.4f}/{record['val_' + name]:.4f}"
+    components = " ".join(f"{name}={record['train_' + name]:.4f}" + (f"/{record['val_' + name]:.4f}"
+                                                                    if "val_" + name in record else "")
                           for name in recorded_components(record))
     weights = " ".join(f"{key}={value:.4f}" for key, value in record.items()
                        if key.startswith(("sigma_", "w_")))

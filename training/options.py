@@ -144,7 +144,7 @@ def build_parser(profile):
                       help="the original's flag for --balancing gradnorm (Chen et al. 2018)")
     loss.add_argument("--gradnorm_alpha", type=float, default=0.16, help="GradNorm's asymmetry alpha")
     loss.add_argument("--balancing_form", "--gradnorm_form", dest="gradnorm_form", choices=BALANCING_FORMS,
-                      default="paper", help="the form of GradNorm, DWA and PCGrad: as published (paper) or as "
+                      default="paper", help="the form of GradNorm, DWA, PCGrad and AdaLSP: as published (paper) or as "
                       "the original code ran it (original)")
     loss.add_argument("--dwa_temperature", type=float, default=2.0, help="DWA's temperature T (--balancing dwa)")
     loss.add_argument("--pcgrad_weighting", choices=PCGRAD_WEIGHTINGS, default="none",
@@ -282,7 +282,7 @@ def find_problem(config, profile):
     for failed, message in checks:
         if failed:
             return message
-    problem = task_problem(config, profile)
+    problem = task_problem(config, profile) or distillation_problem(config)
     if problem:
         return problem
     cross_task_only = [f"--{key}" for key in config.explicit if key in keys_with(CROSS_TASK_ONLY)]
@@ -299,6 +299,31 @@ def find_problem(config, profile):
     except ValueError as error:
         return flag_message(error, BALANCER_FLAGS)
     return None
+
+
+def distillation_problem(config):
+    """The first reason the KD4MTL settings of `config` (--distill_from, --adaptor_lr) cannot run, or None;
+    the teacher folders themselves are checked when the run starts (training.distillation)."""
+    model, method = config.model, config.balancing.method
+    folders, adaptor_lr = model.mtan.distill_from, model.mtan.adaptor_lr
+    tasks = model.trained_tasks()
+    checks = (
+        (not math.isfinite(adaptor_lr) or adaptor_lr <= 0,
+         f"--adaptor_lr {adaptor_lr}: expected a positive, finite learning rate"),
+        ("adaptor_lr" in config.explicit and not folders, "--adaptor_lr is used with --distill_from only"),
+        (folders and model.family != "mtan",
+         f"--distill_from (KD4MTL) distils single-task MTAN teachers into MTAN: use --model mtan, not {model.family}"),
+        (folders and model.single_task is not None,
+         f"--distill_from with --single_task {model.single_task}: KD4MTL trains the multi-task network; drop "
+         "--single_task"),
+        (folders and len(folders) != len(tasks),
+         f"--distill_from: {len(folders)} folder(s) for the tasks {' '.join(tasks)}; expected one teacher run per "
+         "task, in this order"),
+        (folders and method not in ("none", "uncertainty", "dwa"),
+         f"--distill_from with --balancing {method}: KD4MTL adds its distillation loss to a weighted sum of the task "
+         "losses; choose --balancing none (the original's), uncertainty or dwa"),
+    )
+    return next((message for failed, message in checks if failed), None)
 
 
 def task_problem(config, profile):
@@ -321,6 +346,10 @@ def task_problem(config, profile):
          "alone from the two-task data; drop --tasks"),
         ("normal" in tasks and config.balancing.method == "gradnorm",
          f"--gradnorm with --tasks {given}: GradNorm is implemented for the two groups of segmentation and depth; "
-         "choose --balancing none, uncertainty, dwa or pcgrad"),
+         "choose --balancing none, uncertainty, dwa, pcgrad or (with --model adamtnet) adalsp"),
+        (config.balancing.method == "adalsp"
+         and not hasattr(MODEL_FAMILIES[model.family], "decoder_first_layer_weight"),
+         f"--balancing adalsp with --model {model.family}: AdaMT-Net's weighting reads the gradients of its task "
+         "decoders' first layers, which only AdaMT-Net names; use it with --model adamtnet"),
     )
     return next((message for failed, message in checks if failed), None)

@@ -192,7 +192,8 @@ class Recorder:
     metrics.csv (metrics.csv never lists an epoch that last.pt does not hold), then best.pt; the
     `status` file says running / finished / failed: reason / interrupted at epoch k. best.pt holds
     what evaluation needs (model, balancer, their constructor arguments, data settings, epoch,
-    history); last.pt adds the optimizer, the scheduler and the random states, for resuming.
+    history); last.pt adds the optimizer, the scheduler and the random states, for resuming (and KD4MTL's
+    adaptors with their optimizer).
     """
 
     def __init__(self, folder, parts, construction, epochs, loader_generator):
@@ -231,7 +232,7 @@ class Recorder:
     @classmethod
     def resume(cls, folder, epochs, parts, construction, loader_generator, writes=True):
         """A recorder continuing the run in `folder` from its last.pt: model, balancer, optimizer,
-        scheduler, history, best-so-far state and random states restored, after taking the folder's writer
+        scheduler, KD4MTL's adaptors, history, best-so-far state and random states restored, after taking the folder's writer
         lock (UserInputError while another run holds it) and removing the temporary files a killed write
         left there. Without `writes` (a process other than torchrun's
         rank 0) it only reads: its folder is None afterwards."""
@@ -246,6 +247,8 @@ class Recorder:
         parts.balancer.load_state_dict(last["balancing"])
         parts.optimizer.load_state_dict(last["optimizer"])
         parts.scheduler.load_state_dict(last["scheduler"])
+        if parts.distillation is not None:
+            parts.distillation.load_state_dict(last["distillation"])
         restore_random_states(last["random_states"], loader_generator)
         recorder.history = list(last["history"])
         recorder.saved_epoch = last["epoch"]
@@ -286,7 +289,9 @@ class Recorder:
         two writes leaves metrics.csv never ahead of last.pt, and best.pt always consistent with its own
         best_val_loss. A non-finite state is never saved."""
         model_state, balancer_state = self.parts.model.state_dict(), self.parts.balancer.state_dict()
-        if not (state_is_finite(model_state) and state_is_finite(balancer_state)):
+        distillation = self.parts.distillation
+        if not (state_is_finite(model_state) and state_is_finite(balancer_state)
+                and (distillation is None or state_is_finite(distillation.state_dict()))):
             raise NonFiniteTraining(f"non-finite weights at the end of epoch {record['epoch']}; not saved")
         self.history.append(record)
         improved = record["val_loss"] < self.best_loss or self.best_epoch is None
@@ -300,6 +305,8 @@ class Recorder:
         last = self.evaluation_checkpoint(record["epoch"])
         last.update(optimizer=self.parts.optimizer.state_dict(), scheduler=self.parts.scheduler.state_dict(),
                     random_states=capture_random_states(self.loader_generator))
+        if self.parts.distillation is not None:
+            last["distillation"] = self.parts.distillation.state_dict()
         write_or_explain(save_torch, self.path("checkpoints", "last.pt"), last)
         self.saved_epoch = record["epoch"]
         write_or_explain(write_csv, self.path("metrics.csv"), self.history)

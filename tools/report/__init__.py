@@ -1,14 +1,17 @@
 """One table over many experiment folders: a row per configuration with the mean ± std over its runs
 (seeds) of every metric in both protocols, Δm against the single-task baselines, and the paper's numbers
-for reference; printed, and written as report.csv, report.md and report.png.
+for reference; printed, and written as report.csv, report.md and report.png. With --comparison, the
+paper's comparison tables instead: the configurations that are its rows, in its order, beside its
+published numbers (comparison.csv, comparison.md, comparison.png; the rules in tools.report.comparison).
 
 Usage, from the repository root:
 
-    python -m tools.report EXPS_DIR [--group G ...] [--out DIR]
+    python -m tools.report EXPS_DIR [--group G ...] [--out DIR] [--comparison]
 
 Modules: gather (finding and reading the runs, grouping them into configurations), statistics (means,
-std, Δm and its baselines), render (the printed table, report.csv, report.md, report.png). The metrics,
-their titles, percentages and directions come from utils.metric_definitions.
+std, Δm and its baselines), render (the printed table, report.csv, report.md, report.png), comparison
+(the comparison tables, from gather's configurations and statistics' rows, written with render's
+pieces). The metrics, their titles, percentages and directions come from utils.metric_definitions.
 
 Rules:
 - A run is a numbered folder directly under EXPS_DIR that training.recorder.read_run reads as finished:
@@ -38,34 +41,42 @@ import argparse
 import os
 import sys
 
+from tools.report.comparison import build_comparison, render_comparison_text, write_comparison
 from tools.report.gather import load_runs
 from tools.report.render import render_text, write_outputs
 from tools.report.statistics import build_report
 
 
 def parse_arguments(argv):
-    """The command line: EXPS_DIR, --group G ..., --out DIR."""
+    """The command line: EXPS_DIR, --group G ..., --out DIR, --comparison."""
     parser = argparse.ArgumentParser(prog="python -m tools.report",
                                      description="Mean ± std over seeds per configuration, Δm against single-task "
                                                  "baselines, the paper's numbers; report.csv/.md/.png.")
     parser.add_argument("exps_dir", help="folder holding the numbered experiment folders")
     parser.add_argument("--group", nargs="+", help="only the runs of these groups (one per --seeds invocation); "
                         "Δm baselines are still looked up among all runs")
-    parser.add_argument("--out", help="where report.csv, report.md and report.png go (default: EXPS_DIR)")
+    parser.add_argument("--out", help="where the files go (default: EXPS_DIR)")
+    parser.add_argument("--comparison", action="store_true", help="the paper's comparison tables instead: the "
+                        "configurations that are its rows (MTAN, KD4MTL, PCGrad, AdaMT-Net, cross-task), in its order, "
+                        "beside its published numbers; comparison.csv/.md/.png")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
-    """Print the report of EXPS_DIR and write its files; exit status 0, 1 when there is no finished run
-    to report, 2 when EXPS_DIR is not a folder."""
+    """Print the report (or, with --comparison, the comparison) of EXPS_DIR and write its files; exit status
+    0, 1 when it has no row, 2 when EXPS_DIR is not a folder."""
     arguments = parse_arguments(argv)
     if not os.path.isdir(arguments.exps_dir):
         print(f"error: {arguments.exps_dir} is not a folder", file=sys.stderr)
         return 2
-    report = build_report(*load_runs(arguments.exps_dir), arguments.group)
-    print(render_text(report))
-    if not report.rows:
+    if arguments.comparison:
+        build, render, write = build_comparison, render_comparison_text, write_comparison
+    else:
+        build, render, write = build_report, render_text, write_outputs
+    view = build(*load_runs(arguments.exps_dir), arguments.group)
+    print(render(view))
+    if not view.rows:
         return 1
-    paths = write_outputs(report, arguments.out or arguments.exps_dir)
+    paths = write(view, arguments.out or arguments.exps_dir)
     print(f"\nwrote {', '.join(paths)}")
     return 0

@@ -17,6 +17,7 @@ STD_NOTE = "± sample std (ddof=1) over the runs; no std for a single run"
 FIGURE_COLUMNS = 4
 PANEL_SIZE_INCHES = (3.6, 2.6)
 LEGEND_LINE_INCHES = 0.2
+RUN_HEADER = ("seeds", "experiments", "Δm pairing")  # the columns of report.md after the numbers
 BAR_COLOUR_ORDER = (*range(0, 20, 2), *range(1, 20, 2))  # tab20's ten distinct hues first, then light shades
 
 
@@ -118,29 +119,56 @@ def render_text(report):
             shown = shown_columns(report.rows, columns)
             if shown:
                 lines += ["", f"{title}:", aligned_text(*table_cells(report.rows, shown))]
-        pairings = [f"  {row.name}: {row.pairing}" for row in report.rows if row.pairing]
-        if pairings:
-            lines += ["", "Δm baselines (single-task runs of the same dataset, classes, size, encoder):"] + pairings
+        lines += pairing_lines(report.rows)
     else:
         lines += ["", "no finished run to report"]
-    closing = skipped_lines(report.skipped) + note_lines(report.notes)
+    return with_closing(lines, skipped_lines(report.skipped) + note_lines(report.notes))
+
+
+def pairing_lines(rows):
+    """The printed lines on how the Δm baselines of `rows` were paired (none when no row has Δm)."""
+    pairings = [f"  {row.name}: {row.pairing}" for row in rows if row.pairing]
+    if not pairings:
+        return []
+    return ["", "Δm baselines (single-task runs of the same dataset, classes, size, encoder):"] + pairings
+
+
+def with_closing(lines, closing):
+    """The printed text of `lines`, then, when there are any, a blank line and the `closing` lines."""
     return "\n".join(lines + ([""] + closing if closing else []))
+
+
+def run_cells(row):
+    """The cells of RUN_HEADER for `row`: its seeds, its experiment folders and its Δm pairing."""
+    return [", ".join(map(str, row.seeds)), ", ".join(row.experiments), row.pairing]
 
 
 def render_markdown(report):
     """report.md: the definition, one table with every column, seeds, folders and pairing, the skipped
     folders and the notes."""
     header, body = table_cells(report.rows, COLUMNS)
-    header += ["seeds", "experiments", "Δm pairing"]
+    header += RUN_HEADER
     for line, row in zip(body, report.rows):
-        line += [", ".join(map(str, row.seeds)), ", ".join(row.experiments), row.pairing]
-    lines = ["# Experiment report", "", DEFINITION, "", STD_NOTE, "", shared_line(report), "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(line) + " |" for line in body]
-    for title, closing in (("Skipped folders", skipped_lines(report.skipped)), ("Notes", note_lines(report.notes))):
-        if closing:
-            lines += ["", f"## {title}", ""] + [f"- {line}" for line in closing]
+        line += run_cells(row)
+    lines = ["# Experiment report", "", DEFINITION, "", STD_NOTE, "", shared_line(report), ""]
+    lines += markdown_table(header, body)
+    lines += markdown_lists((("Skipped folders", skipped_lines(report.skipped)), ("Notes", note_lines(report.notes))))
     return "\n".join(lines) + "\n"
+
+
+def markdown_table(header, body):
+    """A Markdown table's lines: the `header` cells, the separator, a line per `body` list of cells."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(line) + " |"
+                                                                             for line in body]
+
+
+def markdown_lists(sections):
+    """Markdown lines: for each (title, lines) of `sections` that has lines, a "## title" and a bullet per line."""
+    lines = []
+    for title, items in sections:
+        if items:
+            lines += ["", f"## {title}", ""] + [f"- {item}" for item in items]
+    return lines
 
 
 def csv_value(value):
@@ -161,23 +189,39 @@ def csv_rows(rows):
     return table
 
 
+def bar_colours(count):
+    """`count` bar colours: tab20's ten distinct hues first, then their light shades."""
+    return colormaps["tab20"]([BAR_COLOUR_ORDER[index % len(BAR_COLOUR_ORDER)] for index in range(count)])
+
+
+def plotted_scale(column):
+    """The factor of `column`'s values in a figure: 100 for a percentage, else 1."""
+    return 100.0 if is_percent(column) else 1.0
+
+
+def draw_bars(axes, rows, column, colours):
+    """On `axes`, titled by `column`, a bar per row at its position: its mean of `column` (x plotted_scale),
+    its std as error bar; nothing where it has no mean."""
+    scale = plotted_scale(column)
+    for position, row in enumerate(rows):
+        mean, std = row.values[column]
+        if math.isfinite(mean):
+            axes.bar(position, mean * scale, color=colours[position],
+                     yerr=std * scale if math.isfinite(std) else None, capsize=3)
+    axes.set_title(column_title(column), fontsize=9)
+    axes.set_xticks([])
+    axes.tick_params(labelsize=7)
+
+
 def plot_report(rows, path):
     """report.png: a panel per column, a bar per row (mean, std as error bar), a legend of the rows."""
     panel_rows = math.ceil(len(COLUMNS) / FIGURE_COLUMNS)
     legend_height = LEGEND_LINE_INCHES * (len(rows) + 1)
     figure = Figure(figsize=(PANEL_SIZE_INCHES[0] * FIGURE_COLUMNS, PANEL_SIZE_INCHES[1] * panel_rows + legend_height))
-    colours = colormaps["tab20"]([BAR_COLOUR_ORDER[index % len(BAR_COLOUR_ORDER)] for index in range(len(rows))])
+    colours = bar_colours(len(rows))
     axes_grid = figure.subplots(panel_rows, FIGURE_COLUMNS, squeeze=False)
     for axes, column in zip(axes_grid.flat, COLUMNS):
-        scale = 100.0 if is_percent(column) else 1.0
-        for position, row in enumerate(rows):
-            mean, std = row.values[column]
-            if math.isfinite(mean):
-                axes.bar(position, mean * scale, color=colours[position],
-                         yerr=std * scale if math.isfinite(std) else None, capsize=3)
-        axes.set_title(column_title(column), fontsize=9)
-        axes.set_xticks([])
-        axes.tick_params(labelsize=7)
+        draw_bars(axes, rows, column, colours)
     handles = [Patch(color=colours[position], label=f"{row.name} (n={len(row.experiments)})" if row.experiments
                      else row.name) for position, row in enumerate(rows)]
     figure.legend(handles=handles, loc="lower center", fontsize=8, frameon=False)
@@ -185,11 +229,18 @@ def plot_report(rows, path):
     save_figure(figure, path)
 
 
+def write_files(folder, stem, table, markdown, plot):
+    """Write {stem}.csv (`table`, a list of dicts), {stem}.md (`markdown`) and {stem}.png (`plot(path)`) into
+    `folder` (created); returns their paths."""
+    os.makedirs(folder, exist_ok=True)
+    paths = [os.path.join(folder, f"{stem}.{extension}") for extension in ("csv", "md", "png")]
+    write_csv(paths[0], table)
+    atomic_write_bytes(paths[1], markdown.encode("utf-8"))
+    plot(paths[2])
+    return paths
+
+
 def write_outputs(report, folder):
     """Write report.csv, report.md and report.png into `folder` (created); returns their paths."""
-    os.makedirs(folder, exist_ok=True)
-    paths = [os.path.join(folder, name) for name in ("report.csv", "report.md", "report.png")]
-    write_csv(paths[0], csv_rows(report.rows))
-    atomic_write_bytes(paths[1], render_markdown(report).encode("utf-8"))
-    plot_report(report.rows, paths[2])
-    return paths
+    return write_files(folder, "report", csv_rows(report.rows), render_markdown(report),
+                       lambda path: plot_report(report.rows, path))
