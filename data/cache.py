@@ -54,7 +54,7 @@ from data.layouts import check_not_broken_link
 from data.transforms import image_as_float, valid_normal_mask
 from utils.errors import UserInputError
 from utils.files import write_json
-from utils.processes import ignore_interrupts
+from utils.processes import ignore_interrupts_and_end_on_sigterm
 
 CACHE_VERSION = 1
 USER_CACHE_FOLDER_NAME = "xtask_mt"
@@ -221,7 +221,7 @@ def map_in_processes(function, chunks: list, workers: int):
     if workers < 2 or multiprocessing.current_process().daemon:
         yield from map(function, chunks)
         return
-    with multiprocessing.Pool(workers, initializer=ignore_interrupts) as pool:
+    with multiprocessing.Pool(workers, initializer=ignore_interrupts_and_end_on_sigterm) as pool:
         yield from pool.imap(function, chunks)
 
 

@@ -1,22 +1,86 @@
 """A run's folder, data and seeds stay consistent whatever happens around them (issue "Reliability, round
 two"): one writer per experiment folder, a resume only on the run's own data, the debris of a killed
-write removed, a damaged data cache rebuilt, signals after training, and --seeds runs that stop. Each
-case runs the entry script in a subprocess (tests/test_failures.py's run_entry) on tiny generated data."""
+write removed, a damaged data cache rebuilt, signals while the run starts and after training, --seeds
+runs that stop, and a torchrun process that dies. Each case runs the entry script in a subprocess
+(tests/test_failures.py's run_entry, or entry_with_fault's file where the test starts the process
+itself) on tiny generated data."""
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import textwrap
+import time
 
 import pandas
+import torch
 
 from data import CITYSCAPES
+from data.cache import cache_state
 from data.synthetic import write_cityscapes_raw
+from test_distributed import torchrun
 from test_failures import REPOSITORY, assert_clear_error, checkpoint, run_entry, temporary_files
 from training.options import parse_options
+from training.run import RunContext
 from utils.files import hold_writer_lock
 
+
+def entry_with_fault(folder, fault, script="main_cross_cs.py"):
+    """The path of a Python file in `folder` that runs the code `fault`, then the entry script `script`
+    with the file's own arguments: run_entry's injection for the processes that a test starts itself
+    (Popen, torchrun), which run a file."""
+    entry = os.path.join(REPOSITORY, script)
+    path = os.path.join(folder, "entry_with_fault.py")
+    with open(path, "w") as stream:
+        stream.write(textwrap.dedent(fault) + f"\nimport runpy, sys\nsys.argv[0] = {entry!r}\n"
+                     f"runpy.run_path({entry!r}, run_name='__main__')\n")
+    return path
+
+
+def start_in_own_session(path, arguments, cwd):
+    """Start the Python file `path` with `arguments` as a terminal starts a command: in a process group
+    of its own (the group's id is the process's), which a Ctrl-C reaches whole; text stdout/stderr."""
+    return subprocess.Popen([sys.executable, path, *arguments], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": REPOSITORY},
+                            start_new_session=True)
+
+
+def wait_for_line(process, line):
+    """Read `process`'s standard output until it prints `line`."""
+    for printed in process.stdout:
+        if printed.strip() == line:
+            return
+    raise AssertionError(f"the run ended before printing {line!r}: {process.stderr.read()}")
+
+
+def signal_and_wait(process, signal_number, whole_group=False, timeout=30):
+    """Send `signal_number` to `process` (to its whole process group when `whole_group`, as Ctrl-C in a
+    terminal does); (its CompletedProcess, with what it printed from then on, and the seconds until it
+    exited). A process still running after `timeout` seconds fails the test, and its group is killed."""
+    sent = time.monotonic()
+    if whole_group:
+        os.killpg(process.pid, signal_number)
+    else:
+        process.send_signal(signal_number)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), time.monotonic() - sent
+
+
+def group_is_gone(group, timeout=10):
+    """Whether no process of the process group `group` is left (waiting up to `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def test_resume_on_other_data_is_refused_and_on_the_same_data_moved_elsewhere_continues(cityscapes_root, tmp_path,
@@ -209,3 +273,101 @@ def test_a_second_ctrl_c_with_loader_workers_prints_no_worker_traceback(cityscap
     assert stopped.returncode == 130, stopped.stderr
     assert "Traceback" not in stopped.stderr and "RunInterrupted" not in stopped.stderr, stopped.stderr
     assert "exited unexpectedly" not in stopped.stderr, stopped.stderr
+
+
+def test_ctrl_c_during_the_cache_build_stops_within_seconds_and_leaves_no_partial_cache(cityscapes_root, tmp_path,
+                                                                                         tiny_run):
+    # Issue "Reliability, round two", item 9, second half: Ctrl-C while the cache was built waited for the
+    # whole build and the first step. Here the build's two worker processes would read for two more minutes.
+    slow_reads_in_the_build_workers = """
+        import multiprocessing, os, time
+        from data import cache
+        real_map_in_processes, real_read_chunk = cache.map_in_processes, cache.read_chunk
+        cache.map_in_processes = lambda function, chunks, workers: real_map_in_processes(function, chunks, 2)
+        def slow_read_chunk(dataset, indices):
+            if multiprocessing.parent_process() is not None:
+                os.write(1, b"a build worker is reading\\n")  # one write: the two workers' lines do not mix
+                time.sleep(120)
+            return real_read_chunk(dataset, indices)
+        slow_read_chunk.__module__, slow_read_chunk.__qualname__ = cache.__name__, "read_chunk"  # pickled by name
+        cache.read_chunk = slow_read_chunk
+    """
+    save_path, cache_dir = tmp_path / "exps", tmp_path / "cache"
+    arguments = tiny_run(cityscapes_root, save_path, "--epochs", "1", "--cache_dir", str(cache_dir), "--seeds", "3",
+                         "4")
+    process = start_in_own_session(entry_with_fault(tmp_path, slow_reads_in_the_build_workers), arguments, tmp_path)
+    wait_for_line(process, "a build worker is reading")
+    stopped, seconds = signal_and_wait(process, signal.SIGINT, whole_group=True)
+    assert_clear_error(stopped, 130, "interrupted before training started: no experiment folder was created, so "
+                       "there is nothing to resume\nseeds: none finished; 3 was interrupted before training; 4 not "
+                       "started\nrun seed 3 and the seeds not started with:\n  python main_cross_cs.py ")
+    assert stopped.stderr.endswith("\nstopped by SIGINT\n") and seconds < 15, (seconds, stopped.stderr)
+    rest_command = stopped.stderr.split("not started with:\n  ", 1)[1].splitlines()[0].split()
+    assert parse_options(CITYSCAPES, rest_command[2:]).optimization.seeds == (3, 4)
+    assert group_is_gone(process.pid), "the build's worker processes outlived the run"
+    assert not save_path.exists()
+    assert sorted(path.suffix for path in cache_dir.iterdir()) == [".lock"]  # no array, no partial build
+
+    train_set = RunContext(CITYSCAPES, parse_options(CITYSCAPES, arguments), torch.device("cpu")).training_set()
+    assert cache_state(train_set.cache_folder, train_set.cache_manifest["key"])[0] == train_set.cache_manifest
+
+
+def test_sigterm_while_a_resume_builds_its_model_stops_at_once_and_leaves_the_run_unchanged(finished_run, tmp_path):
+    # Issue "Reliability, round two", item 9, second half, with a run to resume: its folder is untouched.
+    slow_model_building = """
+        import time
+        from training import engine
+        real_build_training = engine.build_training
+        def slow_build_training(*arguments, **keywords):
+            print("building the model", flush=True)
+            time.sleep(120)
+            return real_build_training(*arguments, **keywords)
+        engine.build_training = slow_build_training
+    """
+    folder = shutil.copytree(finished_run, tmp_path / "exps") / "001"
+    before = {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+    process = start_in_own_session(entry_with_fault(tmp_path, slow_model_building),
+                                   ["--resume", str(folder), "--epochs", "3", "--workers", "0", "--notqdm"], tmp_path)
+    wait_for_line(process, "building the model")
+    stopped, seconds = signal_and_wait(process, signal.SIGTERM)
+    assert_clear_error(stopped, 143, f"interrupted before training started: {folder} is unchanged; resume with:\n"
+                       f"  python main_cross_cs.py --resume {folder}\nstopped by SIGTERM")
+    assert seconds < 15, seconds
+    assert {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()} == before
+
+
+def test_a_torchrun_process_killed_after_epoch_1_stops_rank_0_at_once_with_the_resume_command(cityscapes_root,
+                                                                                              tmp_path):
+    # Issue "Reliability, round two", item 6: rank 0 printed a gloo traceback, its status stayed "running",
+    # and no resume command was printed although epoch 1's checkpoint existed.
+    kill_rank_1_in_epoch_2 = """
+        import os, signal, time
+        from training import engine
+        real_step, steps = engine.train_step, []
+        def step_or_die(parts, batch, device):
+            steps.append(1)
+            if os.environ["RANK"] == "1" and len(steps) == 2:  # one step per epoch: epoch 1 is saved
+                with open("rank-1-killed-at", "w") as stream:
+                    stream.write(str(time.time()))
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real_step(parts, batch, device)
+        engine.train_step = step_or_die
+    """
+    save_path, logs = tmp_path / "exps", tmp_path / "logs"
+    result = torchrun(["--log-dir", str(logs), "--redirects", "3", entry_with_fault(tmp_path, kill_rank_1_in_epoch_2),
+                       "--cpu", "--input_path", cityscapes_root, "--save_path", str(save_path), "--height", "32",
+                       "--width", "64", "--enc_layers", "18", "--workers", "0", "--notqdm", "--batch_size", "4",
+                       "--no_plots", "--epochs", "3"], cwd=tmp_path, timeout=120)
+    assert result.returncode == 1 and "exitcode  : -9 " in result.stderr, result.stderr[-3000:]  # torchrun's report
+    folder = save_path / "001"
+    rank_0_stderr = next(logs.glob("*/attempt_0/0/stderr.log")).read_text()
+    assert rank_0_stderr.startswith(f"interrupted during epoch 2: {folder} holds epochs 1-1; resume with:\n"
+                                    f"  python main_cross_cs.py --resume {folder}\n"
+                                    "stopped: another torchrun process exited or cannot be reached ("), rank_0_stderr
+    assert len(rank_0_stderr.splitlines()) == 3, rank_0_stderr
+    status = (folder / "status").read_text()
+    assert status.startswith("interrupted at epoch 2: another torchrun process exited or cannot be reached ("), status
+    # gloo reports the closed connection at once (its own timeout is 30 minutes, torchrun's SIGKILL 30 s away)
+    assert os.path.getmtime(folder / "status") - float((tmp_path / "rank-1-killed-at").read_text()) < 10
+    assert checkpoint(folder, "last.pt")["epoch"] == 1 and temporary_files(folder) == []
+    assert list(pandas.read_csv(folder / "metrics.csv")["epoch"]) == [1]

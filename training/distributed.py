@@ -16,7 +16,7 @@ def check_process_count(config, setup, device):
     """UserInputError when `config` (training.config.RunConfig) cannot run on `device` with
     setup.world_size processes: --sync_bn off CUDA, a --batch_size (the global batch) that the processes
     cannot split evenly, or GradNorm's original form (three backward passes a step, which DDP cannot
-    average) on several processes."""
+    average), PCGrad or KD4MTL on several processes."""
     if config.optimization.sync_bn and device.type != "cuda":
         raise UserInputError(f"--sync_bn: torch's SyncBatchNorm runs on CUDA only and this run is on {device}; "
                              "drop --sync_bn (each process then normalises its own images)")
@@ -30,6 +30,10 @@ def check_process_count(config, setup, device):
     if not config.run.infer_only and balancing.method == "pcgrad":
         raise UserInputError(f"--balancing pcgrad back-propagates once per task, which DistributedDataParallel "
                              f"does not average over the {setup.world_size} processes: run it in one process")
+    if not config.run.infer_only and config.model.mtan.distill_from:
+        raise UserInputError(f"--distill_from (KD4MTL) trains its adaptors outside DistributedDataParallel, "
+                             f"which would not average them over the {setup.world_size} processes: run it in "
+                             "one process")
     if not config.run.infer_only and balancing.method == "gradnorm" and balancing.gradnorm_form == "original":
         raise UserInputError(f"--gradnorm_form original back-propagates three times per step, which "
                              f"DistributedDataParallel cannot average over the {setup.world_size} processes: "

@@ -20,8 +20,10 @@ from training import engine
 from training.config import (RESTORED, RESTORED_UNLESS_GIVEN, RESUMABLE, RunConfig, keys_with,
                              rank_zero_only_values)
 from training.demo import demo_data
+from training.distillation import check_teachers
 from training.distributed import check_process_count, distributed_parts
-from training.interrupts import NON_FINITE_EXIT_CODE, NonFiniteTraining, RunInterrupted, StopSignals
+from training.interrupts import (LOST_PEER_EXIT_CODE, NON_FINITE_EXIT_CODE, NonFiniteTraining, RunInterrupted,
+                                 StopSignals, lost_peer_cause)
 from training.options import parse_options
 from training.recorder import Recorder, create_numbered_folder, experiment_folder, load_checkpoint, read_run
 from training.report import evaluate_and_report, prediction_grid_image, summary_row
@@ -30,7 +32,7 @@ from utils import distributed
 from utils.distributed import ProcessSetup, setup_from_environment
 from utils.errors import UserInputError
 from utils.files import write_json
-from utils.processes import ignore_interrupts
+from utils.processes import ignore_stop_signals
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,8 @@ class RunContext:
         sampler = ShardedBatchSampler(len(dataset), data.batch_size, processes.rank, processes.world_size,
                                       generator=generator)
         return DataLoader(dataset, batch_sampler=sampler, num_workers=data.workers,
-                          pin_memory=self.device.type == "cuda", generator=generator, worker_init_fn=ignore_interrupts)
+                          pin_memory=self.device.type == "cuda", generator=generator,
+                          worker_init_fn=ignore_stop_signals)
 
     def data_settings(self):
         """What evaluating a checkpoint needs of the data: size, classes, ignore index, path, batch size."""
@@ -173,21 +176,25 @@ def start_recorder(context, parts, datasets, generator):
 
 def train(context, stop):
     """Train (or resume), keep the best and last checkpoints, then evaluate the best; returns the
-    results dict. `stop` (StopSignals) ends the run between steps."""
+    results dict. `stop` (StopSignals) ends the run between steps, or at once while it starts."""
     config = context.config
     check_process_count(config, context.processes, context.device)
-    train_set, val_set = context.training_set(), context.dataset("val", augment=False)
-    if config.data.no_cache:
-        for dataset in (train_set, val_set):
-            print(f"checking the {len(dataset)} {dataset.split} samples ...")
-            dataset.check_every_sample(config.data.workers)
-    generator = torch.Generator().manual_seed(config.optimization.seed)
-    train_loader, val_loader = context.loader(train_set, generator), context.loader(val_set)
-    speed = config.speed.resolve(context.device)
-    if speed.gpu_augment and train_set.augment:
-        train_set.defer_augmentation()
-    parts = engine.build_training(config, context.device, train_set.num_classes, speed, train_set.depth_is_disparity)
-    parts, training_parts = distributed_parts(parts, context.processes, context.device, config.optimization.sync_bn)
+    check_teachers(config)
+    with interruptible_start(context, stop):
+        train_set, val_set = context.training_set(), context.dataset("val", augment=False)
+        if config.data.no_cache:
+            for dataset in (train_set, val_set):
+                print(f"checking the {len(dataset)} {dataset.split} samples ...")
+                dataset.check_every_sample(config.data.workers)
+        generator = torch.Generator().manual_seed(config.optimization.seed)
+        train_loader, val_loader = context.loader(train_set, generator), context.loader(val_set)
+        speed = config.speed.resolve(context.device)
+        if speed.gpu_augment and train_set.augment:
+            train_set.defer_augmentation()
+        parts = engine.build_training(config, context.device, train_set.num_classes, speed,
+                                      train_set.depth_is_disparity)
+        parts, training_parts = distributed_parts(parts, context.processes, context.device,
+                                                  config.optimization.sync_bn)
     if config.run.tensorboard:
         summary_writer_class()
     recorder = start_recorder(context, parts, (train_set, val_set), generator)
@@ -212,7 +219,32 @@ def train(context, stop):
     except UserInputError as error:
         recorder.write_status(f"failed: {error}")
         raise
+    except RuntimeError as error:
+        cause = lost_peer_cause(error)
+        if cause is None:
+            raise
+        recorder.write_status(f"interrupted {interrupted_phase(recorder, 'at')}: {cause}")
+        report_interruption(context, recorder)
+        raise
     return results
+
+
+@contextlib.contextmanager
+def interruptible_start(context, stop):
+    """The start of training (the data read and cached, the model built), before anything of the run
+    is written: a signal stops it at once (see StopSignals.at_once), saying that there is nothing to
+    resume, or that the --resume folder is unchanged and how to resume it."""
+    try:
+        with stop.at_once():
+            yield
+    except RunInterrupted as interruption:
+        if context.config.run.resume is None:
+            kept = "no experiment folder was created, so there is nothing to resume"
+        else:
+            folder = resume_folder(context.config)
+            kept = f"{folder} is unchanged; resume with:\n  {context.resume_command(folder)}"
+        print_error(f"interrupted before training started: {kept}")
+        raise RunInterrupted(interruption.signal_number, before_training=True) from None
 
 
 def kept_checkpoints(recorder):
@@ -339,16 +371,21 @@ def with_seeds(argv, seeds):
 
 def report_seeds(profile, runs, stopped, failure, argv):
     """After seed runs[stopped] ended with `failure`: which seeds finished, which stopped and how, which
-    never started, and the command that runs those (after resuming the interrupted one)."""
+    never started, and the command that runs those (after resuming the interrupted one; with them when it
+    was interrupted before training, which wrote nothing)."""
     seeds = [run_config.optimization.seed for run_config in runs]
-    how = "was interrupted" if isinstance(failure, RunInterrupted) else "failed"
+    interrupted = isinstance(failure, RunInterrupted)
+    before_training = interrupted and failure.before_training
+    how = "was interrupted before training" if before_training else "was interrupted" if interrupted else "failed"
     lines = [f"seeds: {', '.join(map(str, seeds[:stopped])) or 'none'} finished; {seeds[stopped]} {how}; "
              f"{', '.join(map(str, seeds[stopped + 1:])) or 'none'} not started"]
-    rest = seeds[stopped + 1:]
+    rest = seeds[stopped:] if before_training else seeds[stopped + 1:]
     if rest:
-        first = "after resuming it as said above, " if isinstance(failure, RunInterrupted) else ""
+        first = "after resuming it as said above, " if interrupted and not before_training else ""
+        which = " and ".join(([f"seed {seeds[stopped]}"] if before_training else [])
+                             + (["the seeds not started"] if seeds[stopped + 1:] else []))
         command = " ".join(shlex.quote(part) for part in ["python", profile.entry_script, *with_seeds(argv, rest)])
-        lines.append(f"{first}run the seeds not started with:\n  {command}")
+        lines.append(f"{first}run {which} with:\n  {command}")
     print_error("\n".join(lines))
 
 
@@ -373,7 +410,8 @@ def run(profile, config, stop, argv=()):
         with demo_data(profile, run_config) as data_config:
             context = RunContext(profile, data_config, select_device(data_config.run.cpu), processes)
             if data_config.run.infer_only:
-                infer(context)
+                with stop.at_once():  # nothing to keep: its results.json is written last, atomically
+                    infer(context)
                 continue
             try:
                 train(context, stop)
@@ -402,7 +440,7 @@ def print_error(message):
 
 def main(profile, argv=None):
     """Run an entry script for `profile`; returns the exit status: 0 done, 2 a user's mistake, 3
-    non-finite training, 130/143 stopped by SIGINT/SIGTERM."""
+    non-finite training, 4 another torchrun process lost, 130/143 stopped by SIGINT/SIGTERM."""
     argv = list(sys.argv[1:] if argv is None else argv)
     config = parse_options(profile, argv)
     with StopSignals() as stop, output_of_rank_zero_only():
@@ -417,6 +455,12 @@ def main(profile, argv=None):
         except RunInterrupted as interruption:
             print_error(f"{interruption}")
             return interruption.exit_code
+        except RuntimeError as error:
+            cause = lost_peer_cause(error)
+            if cause is None:
+                raise
+            print_error(f"stopped: {cause}")
+            return LOST_PEER_EXIT_CODE
         finally:
             distributed.shutdown()
     return 0

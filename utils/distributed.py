@@ -8,10 +8,14 @@ CUDA), so a flag or a Python object never forces a wait for the GPU.
 """
 import os
 import pickle
+import re
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+GLOO_TRANSPORT_SOURCE = "/gloo/transport/"  # in the message of every error of gloo's connections
+SOURCE_LOCATION = re.compile(r"^\[[^\]]*\]\s*")  # the "[file:line] " that starts a gloo message
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,20 @@ def run_on_every_process(action, *arguments):
     if first is not None:
         raise first
     return result
+
+
+def peer_failure(error):
+    """The first sentence of `error` when it is a collective operation's failure to reach another
+    process of the group (that process exited, or its connection closed, reset or timed out): one of
+    torch's DistError, or gloo's transport errors (RuntimeError); None for any other error, and
+    without a process group."""
+    if not is_initialized() or not isinstance(error, RuntimeError):
+        return None
+    message = str(error).strip()
+    if not isinstance(error, dist.DistError) and GLOO_TRANSPORT_SOURCE not in message:
+        return None
+    first_line = SOURCE_LOCATION.sub("", message.splitlines()[0] if message else type(error).__name__)
+    return first_line.split(". ")[0].rstrip(".")
 
 
 def shutdown():
