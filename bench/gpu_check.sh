@@ -8,6 +8,7 @@
 #      at 128x256 in the MTAN layout, data loading and validation included, GPU utilisation, and the
 #      projected 250-epoch time (bench/epoch_time.py)
 #   4. the same step with torch.compile (Cityscapes, plain sum), time-limited
+#   5. the step of each comparison model (MTAN, AdaMT-Net, KD4MTL) at the Cityscapes defaults
 # Run from the repository root: bash bench/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -20,10 +21,12 @@ PYTHON=${PYTHON:-python3}
     $PYTHON -c "import torch, cv2; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cv2', cv2.__version__, torch.cuda.get_device_name())"
 } 2>&1 | tee "$OUT/machine.txt"
 # Each step's whole output goes to its log under $OUT (kept even when a step hits its time limit).
-timeout 120 $PYTHON -m pytest -q -p no:cacheprovider tests/test_device_augment.py -k cuda 2>&1 \
+timeout 120 $PYTHON -m pytest -q -o addopts="" -p no:cacheprovider tests/test_device_augment.py -k cuda 2>&1 \
     | tee "$OUT/device_augment.log" | tail -3
 timeout 300 $PYTHON -m bench.training_step --steps 30 --warmup 10 2>&1 | tee "$OUT/training_step.log" | tail -40
 timeout 240 $PYTHON -m bench.epoch_time --epochs 3 -- --uncertainty_weights --workers 12 2>&1 \
     | tee "$OUT/epoch.log" | tail -8
-timeout 150 $PYTHON -m bench.training_step --datasets cityscapes --balancing none --compile --steps 30 --warmup 15 2>&1 \
+timeout 120 $PYTHON -m bench.training_step --datasets cityscapes --balancing none --compile --steps 30 --warmup 15 2>&1 \
     | tee "$OUT/compile.log" | tail -6
+timeout 60 $PYTHON -m bench.training_step --datasets cityscapes --models mtan adamtnet kd4mtl --balancing none \
+    --steps 20 --warmup 5 2>&1 | tee "$OUT/models.log" | tail -12

@@ -271,11 +271,13 @@ def test_reduced_demo_generates_the_raw_layout_once_and_runs_end_to_end(tmp_path
     assert "constant baseline" in printed and "generating the demo dataset" in printed
 
     marker_time = os.stat(demo_root / ".complete").st_mtime_ns
-    assert main(CITYSCAPES, arguments) == 0
+    assert main(CITYSCAPES, [*arguments, "--infer_only", "--exp_num", "1"]) == 0
     assert os.stat(demo_root / ".complete").st_mtime_ns == marker_time
     assert "generating the demo dataset" not in capsys.readouterr().out
-    assert sorted(os.listdir(tmp_path / "exps")) == ["001", "002", "results.csv", "results.csv.lock"]
-    assert len(pandas.read_csv(tmp_path / "exps" / "results.csv")) == 2
+    assert sorted(os.listdir(tmp_path / "exps")) == ["001", "results.csv", "results.csv.lock"]
+    reproduced = json.load(open(tmp_path / "exps" / "001" / "infer" / "001" / "results.json"))
+    assert reproduced["metrics"]["miou"] == pytest.approx(results["metrics"]["miou"], rel=1e-6)
+    assert len(pandas.read_csv(tmp_path / "exps" / "results.csv")) == 1
 
 
 @pytest.mark.parametrize("task,present,absent", [
