@@ -285,7 +285,7 @@ def test_two_processes_give_the_gradients_of_one_process_on_the_whole_batch(tmp_
     results = tmp_path / "gradients.pt"
     torch.multiprocessing.start_processes(two_process_worker, args=(str(tmp_path / "rendezvous"), str(results)),
                                           nprocs=2, start_method="fork")
-    distributed = torch.load(results)
+    distributed = torch.load(results, weights_only=True)
     for (form, task_count), got in distributed.items():
         inputs, targets = tiny_batch(task_count)
         expected, _, _ = balancer_gradients(TinyMultiTaskNet(task_count), form, inputs, targets)
