@@ -5,7 +5,8 @@ only read a finished run's files.
 
 The suite runs in pytest-xdist worker processes, one per core (pytest.ini: `-n auto --dist loadgroup`):
 tests are dealt out one by one, except that the tests marked with one `xdist_group` (those sharing an
-expensive module fixture) go to one worker. Each worker keeps torch to one intra-op thread, and so do
+expensive module fixture) go to one worker. The tests marked `slow` (end-to-end runs of an entry script)
+are dealt out first, so that the workers end together rather than one of them finishing a long run alone. Each worker keeps torch to one intra-op thread, and so do
 the processes the tests start (OMP_NUM_THREADS): the workers share the cores. The session fixtures are
 made once for the whole run, by the first worker that asks, in a folder every worker reads
 (`made_once`)."""
@@ -30,6 +31,11 @@ TINY_RUN = ["--enc_layers", "18", "--batch_size", "2", "--workers", "0", "--notq
 CITYSCAPES_SPLITS = {"train": 4, "val": 3}  # 3 val images: divisible neither by 2 processes nor by batches of 2 or 4
 NYU_SPLITS = {"train": 4, "val": 3}
 HAND_WRITTEN_ROW = '"000","hand-written, ""quoted"" note"'
+
+
+def pytest_collection_modifyitems(items):
+    """Put the tests marked slow first, each group of tests otherwise in its collected order."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def made_once(tmp_path_factory, name, make):

@@ -127,6 +127,7 @@ def test_only_and_refused_commands(capsys):
     assert consistency.main(["--dry_run", "--only", "percp"]) == 2
 
 
+@pytest.mark.slow
 def test_a_tiny_study_writes_the_figure_and_the_numbers_of_its_runs(tmp_path, monkeypatch):
     """Both runs for real (entry-script processes, one thread each: a tiny network gains nothing from more)."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

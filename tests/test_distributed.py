@@ -302,6 +302,7 @@ def nested_keys(value):
     return type(value).__name__
 
 
+@pytest.mark.slow
 def test_torchrun_runs_the_entry_script_writes_once_and_resumes_and_one_process_reads_it(cityscapes_root, tmp_path,
                                                                                            finished_run):
     """The checkpoints of one process to compare the formats with are the shared finished run's

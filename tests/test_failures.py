@@ -59,6 +59,7 @@ def temporary_files(folder):
 
 # 1. The demo never writes into a user's data.
 
+@pytest.mark.slow
 def test_demo_refuses_a_users_folder_and_debug_writes_nothing(tmp_path):
     user_data = tmp_path / "my_cityscapes"
     (user_data / "leftImg8bit").mkdir(parents=True)
@@ -73,6 +74,7 @@ def test_demo_refuses_a_users_folder_and_debug_writes_nothing(tmp_path):
 
 # 2. Non-finite training stops with exit 3 and never saves a non-finite checkpoint.
 
+@pytest.mark.slow
 def test_a_nan_in_epoch_2_exits_3_and_keeps_epoch_1_as_the_last_good_checkpoints(cityscapes_root, tmp_path, tiny_run):
     poison_from_step_3 = """
         from training import engine
@@ -134,6 +136,7 @@ def test_an_interruption_before_any_checkpoint_says_there_is_nothing_to_resume(c
     assert not (tmp_path / "001" / "checkpoints" / "last.pt").exists() and not (tmp_path / "results.csv").exists()
 
 
+@pytest.mark.slow
 def test_a_second_signal_during_a_checkpoint_write_stops_at_once_without_debris(cityscapes_root, tmp_path, tiny_run):
     """Two SIGINTs arrive while epoch 2's last.pt is being written: the first only asks to stop after
     the step, the second interrupts the write itself; the temporary file goes, last.pt stays epoch 1's
@@ -259,6 +262,7 @@ def test_infer_only_on_damaged_experiments(finished_run, tmp_path, damage, expec
     assert_clear_error(result, 2, str(best), *expected)
 
 
+@pytest.mark.slow
 def test_pretrained_weights_that_are_not_a_state_dict_are_refused(cityscapes_root, tmp_path, tiny_run):
     not_a_state = tmp_path / "weights.pt"
     torch.save([1, 2, 3], not_a_state)
@@ -329,6 +333,7 @@ def test_a_dangling_symlink_is_named_as_a_broken_link(tmp_path, tiny_run):
     assert_clear_error(result, 2, f"{disparity} is a broken link", "moved_away.png")
 
 
+@pytest.mark.slow
 def test_sigterm_stops_cleanly_and_the_printed_command_resumes(cityscapes_root, tmp_path, tiny_run):
     save_path = tmp_path / "exps"
     process = subprocess.Popen([sys.executable, os.path.join(REPOSITORY, "main_cross_cs.py"),

@@ -32,6 +32,7 @@ def kd4mtl_arguments(root, save_path, teacher_folders, *extra):
     return mtan_arguments(root, save_path, "--distill_from", *teacher_folders, *extra)
 
 
+@pytest.mark.slow
 def test_kd4mtl_trains_from_two_teachers_and_resumes_its_adaptors(cityscapes_root, teachers, tmp_path, capsys):
     teacher_folders = (teachers["segmentation"], teachers["depth"])
     assert main(CITYSCAPES, kd4mtl_arguments(cityscapes_root, tmp_path, teacher_folders, "--epochs", "1")) == 0

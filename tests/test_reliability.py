@@ -21,6 +21,7 @@ def model_state(folder, name="last.pt"):
     return torch.load(os.path.join(folder, "checkpoints", name), map_location="cpu", weights_only=True)
 
 
+@pytest.mark.slow
 def test_a_resumed_run_ends_exactly_like_an_uninterrupted_one(cityscapes_root, tmp_path, tiny_run):
     straight, pieces = tmp_path / "straight", tmp_path / "pieces"
     assert main(CITYSCAPES, tiny_run(cityscapes_root, straight, "--epochs", "3", "--uncertainty_weights")) == 0

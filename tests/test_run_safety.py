@@ -14,6 +14,7 @@ import textwrap
 import time
 
 import pandas
+import pytest
 import torch
 
 from data import CITYSCAPES
@@ -83,6 +84,7 @@ def group_is_gone(group, timeout=10):
     return False
 
 
+@pytest.mark.slow
 def test_resume_on_other_data_is_refused_and_on_the_same_data_moved_elsewhere_continues(cityscapes_root, tmp_path,
                                                                                        tiny_run):
     # Issue "Reliability, round two", item 2: the epochs before and after a resume train on one dataset.
@@ -114,6 +116,7 @@ def test_resume_on_other_data_is_refused_and_on_the_same_data_moved_elsewhere_co
     assert list(pandas.read_csv(folder / "metrics.csv")["epoch"]) == [1, 2]
 
 
+@pytest.mark.slow
 def test_one_writer_per_experiment_folder_and_a_killed_writer_leaves_no_stuck_lock(cityscapes_root, tmp_path,
                                                                                   tiny_run):
     # Issue "Reliability, round two", item 1: two --resume of one experiment at once trained into one folder.
@@ -143,6 +146,7 @@ def test_one_writer_per_experiment_folder_and_a_killed_writer_leaves_no_stuck_lo
     assert len(pandas.read_csv(save_path / "results.csv")) == 2
 
 
+@pytest.mark.slow
 def test_a_resume_removes_the_temporary_file_of_a_checkpoint_write_killed_by_sigkill(cityscapes_root, tmp_path,
                                                                                      tiny_run):
     # Issue "Reliability, round two", item 10: kill -9 inside a write left its temporary file for good.
@@ -170,6 +174,7 @@ def test_a_resume_removes_the_temporary_file_of_a_checkpoint_write_killed_by_sig
     assert temporary_files(folder) == [] and checkpoint(folder, "last.pt")["epoch"] == 2
 
 
+@pytest.mark.slow
 def test_a_cache_with_flipped_bytes_is_rebuilt_before_training_and_says_so(cityscapes_root, tmp_path, tiny_run):
     # Issue "Reliability, round two", item 3: bytes flipped inside a cached array were trained on.
     cache_dir = tmp_path / "cache"
@@ -187,6 +192,7 @@ def test_a_cache_with_flipped_bytes_is_rebuilt_before_training_and_says_so(citys
     assert "Traceback" not in rerun.stderr
 
 
+@pytest.mark.slow
 def test_seeds_that_stop_say_which_finished_failed_or_never_started_and_how_to_run_the_rest(cityscapes_root,
                                                                                            tmp_path, tiny_run):
     # Issue "Reliability, round two", item 11.
@@ -223,6 +229,7 @@ def test_seeds_that_stop_say_which_finished_failed_or_never_started_and_how_to_r
     assert not (save_path / "003").exists()
 
 
+@pytest.mark.slow
 def test_a_signal_during_the_final_evaluation_exits_143_and_the_resume_evaluates_again(cityscapes_root, tmp_path,
                                                                                     tiny_run):
     # Issue "Reliability, round two", item 9: a signal after training was ignored (exit 0, status finished).
@@ -336,6 +343,7 @@ def test_sigterm_while_a_resume_builds_its_model_stops_at_once_and_leaves_the_ru
     assert {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()} == before
 
 
+@pytest.mark.slow
 def test_a_torchrun_process_killed_after_epoch_1_stops_rank_0_at_once_with_the_resume_command(cityscapes_root,
                                                                                               tmp_path):
     # Issue "Reliability, round two", item 6: rank 0 printed a gloo traceback, its status stayed "running",

@@ -253,6 +253,7 @@ def test_infer_only_of_a_missing_experiment_is_a_clear_error(tmp_path, capsys):
     assert "--exp_num 7" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_reduced_demo_generates_the_raw_layout_once_and_runs_end_to_end(tmp_path, capsys):
     """The demo path with one epoch instead of the full schedule (the full demo is too long for CI)."""
     demo_root = tmp_path / "demo"
