@@ -6,15 +6,15 @@ only read a finished run's files.
 The suite runs in pytest-xdist worker processes, one per core (pytest.ini: `-n auto --dist loadgroup`):
 tests are dealt out one by one, except that the tests marked with one `xdist_group` (those sharing an
 expensive module fixture) go to one worker. The tests marked `slow` (end-to-end runs of an entry script)
-are dealt out first, so that the workers end together rather than one of them finishing a long run alone. Each worker keeps torch to one intra-op thread, and so do
-the processes the tests start (OMP_NUM_THREADS): the workers share the cores. The session fixtures are
-made once for the whole run, by the first worker that asks, in a folder every worker reads
-(`made_once`)."""
+are dealt out first, so that the workers end together rather than one of them finishing a long run
+alone. Each worker keeps torch to one intra-op thread, and so do the processes the tests start
+(OMP_NUM_THREADS): the workers share the cores. The session fixtures are made once for the whole run, by
+the first worker that asks, in a folder every worker reads (`made_once`). The end-to-end tests start the
+entry scripts through `run_entry` / `entry_launcher` (tests/entry_processes.py): each run a process of
+its own, forked from a server of this worker that imported the scripts' modules once."""
 import fcntl
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
@@ -25,8 +25,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 from data.synthetic import write_cityscapes_raw, write_nyu_mtan
+from entry_processes import EntryLauncher
 
-REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_RUN = ["--enc_layers", "18", "--batch_size", "2", "--workers", "0", "--notqdm", "--height", "32", "--width", "64"]
 CITYSCAPES_SPLITS = {"train": 4, "val": 3}  # 3 val images: divisible neither by 2 processes nor by batches of 2 or 4
 NYU_SPLITS = {"train": 4, "val": 3}
@@ -63,6 +63,25 @@ def private_user_cache(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture(scope="session")
+def entry_launcher(tmp_path_factory):
+    """This test process's EntryLauncher (tests/entry_processes.py): entry-script runs forked from a
+    server that has imported their modules once."""
+    launcher = EntryLauncher(tmp_path_factory.mktemp("entry_output"))
+    yield launcher
+    launcher.close()
+
+
+@pytest.fixture(scope="session")
+def run_entry(entry_launcher):
+    """run_entry(arguments, cwd, script="main_cross_cs.py", fault=None): run the entry script `script`
+    with `arguments` from `cwd` in a process of its own (entry_launcher), after the Python code `fault`
+    if any; its subprocess.CompletedProcess (text stdout and stderr)."""
+    def run(arguments, cwd, script="main_cross_cs.py", fault=None):
+        return entry_launcher.run(script, arguments, cwd, fault)
+    return run
+
+
+@pytest.fixture(scope="session")
 def cityscapes_root(tmp_path_factory):
     """A raw Cityscapes dataset (CITYSCAPES_SPLITS: 4 train, 3 val scenes) at 256x128."""
     return str(made_once(tmp_path_factory, "cityscapes",
@@ -88,7 +107,7 @@ def tiny_run():
     return tiny_run_arguments
 
 
-def run_the_finished_run(folder, cityscapes_root):
+def run_the_finished_run(folder, cityscapes_root, entry_launcher):
     """The shared finished run: the entry script in its own process, umask 022, into folder/exps after a
     hand-edited results.csv row; what it printed into folder/stdout.txt."""
     save_path = folder / "exps"
@@ -96,22 +115,18 @@ def run_the_finished_run(folder, cityscapes_root):
     (save_path / "results.csv").write_text(f"experiment,note\n{HAND_WRITTEN_ROW}\n")
     arguments = tiny_run_arguments(cityscapes_root, save_path, "--uncertainty_weights", "--epochs", "2",
                                    "--tensorboard", plots=True)
-    environment = {**os.environ, "PYTHONPATH": REPOSITORY, "XDG_CACHE_HOME": str(folder / "xdg_cache")}
-    previous = os.umask(0o022)
-    try:
-        result = subprocess.run([sys.executable, os.path.join(REPOSITORY, "main_cross_cs.py"), *arguments],
-                                cwd=folder, capture_output=True, text=True, timeout=600, env=environment)
-    finally:
-        os.umask(previous)
+    result = entry_launcher.run("main_cross_cs.py", arguments, folder, umask=0o022,
+                                environment={"XDG_CACHE_HOME": str(folder / "xdg_cache")})
     assert result.returncode == 0, result.stderr
     (folder / "stdout.txt").write_text(result.stdout)
 
 
 @pytest.fixture(scope="session")
-def finished_run(cityscapes_root, tmp_path_factory):
+def finished_run(cityscapes_root, tmp_path_factory, entry_launcher):
     """The save path of one finished tiny Cityscapes run (cityscapes_root): --uncertainty_weights, 2
     epochs, figures and --tensorboard on, run by the entry script in its own process with umask 022
     after a hand-edited row (HAND_WRITTEN_ROW, experiment "000") was written into results.csv.
     Experiment 001 holds the run; finished_run.parent / "stdout.txt" what it printed. Read it only: a
     test that writes copies it first (shutil.copytree)."""
-    return made_once(tmp_path_factory, "finished", lambda folder: run_the_finished_run(folder, cityscapes_root)) / "exps"
+    return made_once(tmp_path_factory, "finished",
+                     lambda folder: run_the_finished_run(folder, cityscapes_root, entry_launcher)) / "exps"

@@ -3,16 +3,13 @@ it, and must exit with the documented status (2 bad input, 3 non-finite training
 a message naming what to fix, no traceback, and every earlier file intact.
 
 Faults that a test cannot produce for real (a full or read-only disk as root, a NaN at a chosen step,
-a signal at a chosen moment) are injected by `run_entry(..., fault=CODE)`: CODE runs in the new
-process first and patches the library; the entry script then runs unchanged through runpy."""
+a signal at a chosen moment) are injected by `run_entry(..., fault=CODE)` (conftest.py): CODE runs in
+the new process first and patches the library; the entry script then runs unchanged through runpy."""
 import errno
 import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
-import textwrap
 import time
 
 import numpy as np
@@ -24,21 +21,6 @@ from data.synthetic import write_cityscapes_raw, write_nyu_mtan
 from training import recorder
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-
-
-def run_entry(arguments_list, cwd, script="main_cross_cs.py", fault=None):
-    """Run the entry script `script` with `arguments_list` from `cwd` in a new Python process, after
-    the Python code `fault` (if any); returns the CompletedProcess (text stdout/stderr)."""
-    path = os.path.join(REPOSITORY, script)
-    command = [sys.executable, path, *arguments_list]
-    if fault is not None:
-        code = (textwrap.dedent(fault) + f"\nimport runpy, sys\nsys.argv = {[path, *arguments_list]!r}\n"
-                f"runpy.run_path({path!r}, run_name='__main__')\n")
-        command = [sys.executable, "-c", code]
-    environment = {**os.environ, "PYTHONPATH": REPOSITORY}
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600, env=environment)
 
 
 def assert_clear_error(result, code, *fragments):
@@ -60,14 +42,21 @@ def temporary_files(folder):
 # 1. The demo never writes into a user's data.
 
 @pytest.mark.slow
-def test_demo_refuses_a_users_folder_and_debug_writes_nothing(tmp_path):
+def test_demo_refuses_a_users_folder_and_debug_writes_nothing(run_entry, tmp_path):
     user_data = tmp_path / "my_cityscapes"
     (user_data / "leftImg8bit").mkdir(parents=True)
     (user_data / "leftImg8bit" / "keep.txt").write_text("mine")
     refused = run_entry(["--demo", "--input_path", str(user_data), "--epochs", "1"], cwd=tmp_path)
     assert_clear_error(refused, 2, f"--demo --input_path {user_data}", "no .complete marker")
     assert sorted(os.listdir(user_data)) == ["leftImg8bit"] and os.listdir(user_data / "leftImg8bit") == ["keep.txt"]
-    debug = run_entry(["--demo", "--debug", "--epochs", "1", "--notqdm", "--no_plots"], cwd=tmp_path)
+    a_smaller_demo = """
+        import dataclasses, data
+        data.CITYSCAPES = dataclasses.replace(data.CITYSCAPES, demo_data={**data.CITYSCAPES.demo_data,
+                                                                          "splits": {"train": 8, "val": 2}})
+    """  # the demo at its own size: test_training's reduced demo
+    debug = run_entry(["--demo", "--debug", "--epochs", "1", "--notqdm", "--no_plots"], cwd=tmp_path,
+                      fault=a_smaller_demo)
+    assert "generating the demo dataset in a temporary folder (--debug)" in debug.stdout
     assert debug.returncode == 0, debug.stderr
     assert sorted(os.listdir(tmp_path)) == ["my_cityscapes"]
 
@@ -75,7 +64,7 @@ def test_demo_refuses_a_users_folder_and_debug_writes_nothing(tmp_path):
 # 2. Non-finite training stops with exit 3 and never saves a non-finite checkpoint.
 
 @pytest.mark.slow
-def test_a_nan_in_epoch_2_exits_3_and_keeps_epoch_1_as_the_last_good_checkpoints(cityscapes_root, tmp_path, tiny_run):
+def test_a_nan_in_epoch_2_exits_3_and_keeps_epoch_1_as_the_last_good_checkpoints(run_entry, cityscapes_root, tmp_path, tiny_run):
     poison_from_step_3 = """
         from training import engine
         real_step, steps = engine.train_step, []
@@ -100,7 +89,7 @@ def test_a_nan_in_epoch_2_exits_3_and_keeps_epoch_1_as_the_last_good_checkpoints
     assert not (tmp_path / "exps" / "results.csv").exists()
 
 
-def test_a_huge_learning_rate_exits_3_without_saving_a_checkpoint(cityscapes_root, tmp_path, tiny_run):
+def test_a_huge_learning_rate_exits_3_without_saving_a_checkpoint(run_entry, cityscapes_root, tmp_path, tiny_run):
     result = run_entry(tiny_run(cityscapes_root, tmp_path / "exps", "--epochs", "2", "--lr", "1e10"), tmp_path)
     assert_clear_error(result, 3, "non-finite", "epoch 1/2")
     assert not (tmp_path / "exps" / "001" / "checkpoints" / "last.pt").exists()
@@ -111,7 +100,7 @@ def test_a_huge_learning_rate_exits_3_without_saving_a_checkpoint(cityscapes_roo
     ("--lr", "nan", "expected a positive, finite learning rate"), ("--b2", "-0.1", "expected a value in [0, 1)"),
     ("--seed", str(2 ** 32), "expected an integer in 0..4294967295"),
 ])
-def test_bad_optimisation_values_are_refused_before_anything_is_written(tmp_path, flag, value, expected):
+def test_bad_optimisation_values_are_refused_before_anything_is_written(run_entry, tmp_path, flag, value, expected):
     result = run_entry(["--save_path", str(tmp_path / "exps"), flag, value], tmp_path)
     assert_clear_error(result, 2, f"{flag} {value}: {expected}")
     assert os.listdir(tmp_path) == []
@@ -119,7 +108,7 @@ def test_bad_optimisation_values_are_refused_before_anything_is_written(tmp_path
 
 # 3. Interruptions leave consistent files and say how to resume.
 
-def test_an_interruption_before_any_checkpoint_says_there_is_nothing_to_resume(cityscapes_root, tmp_path, tiny_run):
+def test_an_interruption_before_any_checkpoint_says_there_is_nothing_to_resume(run_entry, cityscapes_root, tmp_path, tiny_run):
     interrupt_the_first_step = """
         import os, signal
         from training import engine
@@ -137,23 +126,23 @@ def test_an_interruption_before_any_checkpoint_says_there_is_nothing_to_resume(c
 
 
 @pytest.mark.slow
-def test_a_second_signal_during_a_checkpoint_write_stops_at_once_without_debris(cityscapes_root, tmp_path, tiny_run):
+def test_a_second_signal_during_a_checkpoint_write_stops_at_once_without_debris(run_entry, cityscapes_root, tmp_path, tiny_run):
     """Two SIGINTs arrive while epoch 2's last.pt is being written: the first only asks to stop after
     the step, the second interrupts the write itself; the temporary file goes, last.pt stays epoch 1's
     and metrics.csv is never ahead of it."""
     signals_inside_the_second_write = """
         import os, signal
         from utils import files
-        real_write, writes = files.atomic_write_bytes, []
-        def write_then_signal(path, payload):
+        real_write, writes = files.atomic_write, []
+        def write_then_signal(path, write_content):
             if str(path).endswith("last.pt"):
                 writes.append(path)
                 if len(writes) == 2:
                     os.kill(os.getpid(), signal.SIGINT)
                     os.kill(os.getpid(), signal.SIGINT)
                     open(str(path) + ".reached-after-the-signals", "w").close()
-            return real_write(path, payload)
-        files.atomic_write_bytes = write_then_signal
+            return real_write(path, write_content)
+        files.atomic_write = write_then_signal
     """
     result = run_entry(tiny_run(cityscapes_root, tmp_path, "--epochs", "3"), tmp_path,
                        fault=signals_inside_the_second_write)
@@ -168,7 +157,7 @@ def test_a_second_signal_during_a_checkpoint_write_stops_at_once_without_debris(
 
 # 4. Clear errors instead of tracebacks.
 
-def test_a_save_path_that_is_a_file_is_refused(cityscapes_root, tmp_path, tiny_run):
+def test_a_save_path_that_is_a_file_is_refused(run_entry, cityscapes_root, tmp_path, tiny_run):
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
     result = run_entry(tiny_run(cityscapes_root, a_file, "--epochs", "1"), tmp_path)
@@ -176,7 +165,7 @@ def test_a_save_path_that_is_a_file_is_refused(cityscapes_root, tmp_path, tiny_r
     assert a_file.read_text() == "x"
 
 
-def test_a_full_disk_is_refused_before_training_with_the_space_needed(cityscapes_root, tmp_path, tiny_run):
+def test_a_full_disk_is_refused_before_training_with_the_space_needed(run_entry, cityscapes_root, tmp_path, tiny_run):
     one_kib_free = """
         import collections, shutil
         shutil.disk_usage = lambda path: collections.namedtuple("Usage", "total used free")(10 ** 9, 10 ** 9, 1024)
@@ -186,7 +175,7 @@ def test_a_full_disk_is_refused_before_training_with_the_space_needed(cityscapes
     assert not (tmp_path / "exps" / "001" / "metrics.csv").exists()
 
 
-def test_a_read_only_save_path_is_named(cityscapes_root, tmp_path, tiny_run):
+def test_a_read_only_save_path_is_named(run_entry, cityscapes_root, tmp_path, tiny_run):
     read_only_save_path = f"""
         import errno, os
         real_mkdir = os.mkdir
@@ -202,17 +191,17 @@ def test_a_read_only_save_path_is_named(cityscapes_root, tmp_path, tiny_run):
                                   f"{os.strerror(errno.EROFS)}", "writable --save_path")
 
 
-def test_a_disk_that_fills_up_during_a_checkpoint_write_names_the_file_and_its_size(cityscapes_root, tmp_path,
+def test_a_disk_that_fills_up_during_a_checkpoint_write_names_the_file_and_its_size(run_entry, cityscapes_root, tmp_path,
                                                                                     tiny_run):
     full_at_the_first_checkpoint = """
         import errno, os
         from utils import files
-        real_write = files.atomic_write_bytes
-        def write(path, payload):
+        real_write = files.atomic_write
+        def write(path, write_content):
             if str(path).endswith(".pt"):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
-            return real_write(path, payload)
-        files.atomic_write_bytes = write
+            return real_write(path, write_content)
+        files.atomic_write = write
     """
     result = run_entry(tiny_run(cityscapes_root, tmp_path, "--epochs", "2"), tmp_path,
                        fault=full_at_the_first_checkpoint)
@@ -238,7 +227,7 @@ def test_a_finished_run_keeps_hand_edited_rows_and_follows_the_umask(finished_ru
     ("zero_bytes", ["the file is empty (0 bytes)"]),
     ("no_config", []),
 ])
-def test_infer_only_on_damaged_experiments(finished_run, tmp_path, damage, expected):
+def test_infer_only_on_damaged_experiments(run_entry, finished_run, tmp_path, damage, expected):
     """--infer_only rebuilds everything from best.pt: a checkpoint that contradicts its own model
     arguments or is empty is a clear error; a missing config.json is not needed at all. On a copy of
     the shared finished run."""
@@ -263,7 +252,7 @@ def test_infer_only_on_damaged_experiments(finished_run, tmp_path, damage, expec
 
 
 @pytest.mark.slow
-def test_pretrained_weights_that_are_not_a_state_dict_are_refused(cityscapes_root, tmp_path, tiny_run):
+def test_pretrained_weights_that_are_not_a_state_dict_are_refused(run_entry, cityscapes_root, tmp_path, tiny_run):
     not_a_state = tmp_path / "weights.pt"
     torch.save([1, 2, 3], not_a_state)
     wrong_state = tmp_path / "other.pt"
@@ -275,7 +264,7 @@ def test_pretrained_weights_that_are_not_a_state_dict_are_refused(cityscapes_roo
         assert_clear_error(result, 2, "--use_pretrain", expected)
 
 
-def test_a_corrupt_results_csv_is_refused_before_training(cityscapes_root, tmp_path, tiny_run):
+def test_a_corrupt_results_csv_is_refused_before_training(run_entry, cityscapes_root, tmp_path, tiny_run):
     (tmp_path / "results.csv").write_bytes(b"\x00\x01\x02binary\n")
     result = run_entry(tiny_run(cityscapes_root, tmp_path, "--epochs", "1"), tmp_path)
     assert_clear_error(result, 2, str(tmp_path / "results.csv"))
@@ -283,7 +272,7 @@ def test_a_corrupt_results_csv_is_refused_before_training(cityscapes_root, tmp_p
     assert (tmp_path / "results.csv").read_bytes() == b"\x00\x01\x02binary\n"
 
 
-def test_a_last_training_batch_of_one_image_is_dropped(tmp_path):
+def test_a_last_training_batch_of_one_image_is_dropped(run_entry, tmp_path):
     root = write_cityscapes_raw(tmp_path / "data", {"train": 3, "val": 2}, 64, 128, seed=4)
     result = run_entry(["--input_path", str(root), "--save_path", str(tmp_path / "exps"), "--enc_layers", "18",
                         "--batch_size", "2", "--workers", "0", "--notqdm", "--no_plots", "--height", "32",
@@ -295,7 +284,7 @@ def test_a_last_training_batch_of_one_image_is_dropped(tmp_path):
 # 5 and 6. Bad files are found before the first epoch.
 
 @pytest.mark.parametrize("no_cache", [False, True])
-def test_a_truncated_validation_file_stops_the_run_before_its_first_epoch(tmp_path, no_cache, tiny_run):
+def test_a_truncated_validation_file_stops_the_run_before_its_first_epoch(run_entry, tmp_path, no_cache, tiny_run):
     root = write_cityscapes_raw(tmp_path / "data", {"train": 2, "val": 2}, 64, 128, seed=5)
     label = sorted((root / "gtFine" / "val").rglob("*_labelIds.png"))[-1]
     label.write_bytes(label.read_bytes()[:100])
@@ -306,7 +295,7 @@ def test_a_truncated_validation_file_stops_the_run_before_its_first_epoch(tmp_pa
 
 
 @pytest.mark.parametrize("no_cache", [False, True])
-def test_a_training_split_without_a_labelled_pixel_is_refused(tmp_path, no_cache, tiny_run):
+def test_a_training_split_without_a_labelled_pixel_is_refused(run_entry, tmp_path, no_cache, tiny_run):
     root = write_nyu_mtan(tmp_path / "nyu", {"train": 2, "val": 2}, 64, 128, seed=6)
     for path in (root / "train" / "label").glob("*.npy"):
         np.save(path, np.full_like(np.load(path), -1))
@@ -316,7 +305,7 @@ def test_a_training_split_without_a_labelled_pixel_is_refused(tmp_path, no_cache
     assert not (tmp_path / "exps" / "001" / "metrics.csv").exists()
 
 
-def test_a_bool_nyu_image_is_refused(tmp_path, tiny_run):
+def test_a_bool_nyu_image_is_refused(run_entry, tmp_path, tiny_run):
     root = write_nyu_mtan(tmp_path / "nyu", {"train": 2, "val": 2}, 64, 128, seed=7)
     path = root / "train" / "image" / "0.npy"
     np.save(path, np.load(path) > 0.5)
@@ -324,7 +313,7 @@ def test_a_bool_nyu_image_is_refused(tmp_path, tiny_run):
     assert_clear_error(result, 2, str(path), "bool image")
 
 
-def test_a_dangling_symlink_is_named_as_a_broken_link(tmp_path, tiny_run):
+def test_a_dangling_symlink_is_named_as_a_broken_link(run_entry, tmp_path, tiny_run):
     root = write_cityscapes_raw(tmp_path / "data", {"train": 2, "val": 2}, 64, 128, seed=8)
     disparity = sorted((root / "disparity" / "train").rglob("*.png"))[0]
     disparity.unlink()
@@ -334,17 +323,16 @@ def test_a_dangling_symlink_is_named_as_a_broken_link(tmp_path, tiny_run):
 
 
 @pytest.mark.slow
-def test_sigterm_stops_cleanly_and_the_printed_command_resumes(cityscapes_root, tmp_path, tiny_run):
+def test_sigterm_stops_cleanly_and_the_printed_command_resumes(run_entry, entry_launcher, cityscapes_root, tmp_path,
+                                                                tiny_run):
     save_path = tmp_path / "exps"
-    process = subprocess.Popen([sys.executable, os.path.join(REPOSITORY, "main_cross_cs.py"),
-                                *tiny_run(cityscapes_root, save_path, "--epochs", "6")], cwd=tmp_path,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = entry_launcher.start("main_cross_cs.py", tiny_run(cityscapes_root, save_path, "--epochs", "6"), tmp_path)
     metrics = save_path / "001" / "metrics.csv"
     while not metrics.exists() and process.poll() is None:
-        time.sleep(0.2)
+        time.sleep(0.05)
     assert metrics.exists() and process.poll() is None, "the run ended before its first epoch"
     process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=300)
+    stderr = process.completed(timeout=300).stderr
     assert process.returncode == 143, stderr
     folder = save_path / "001"
     last = checkpoint(folder, "last.pt")

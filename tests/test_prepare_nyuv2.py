@@ -275,11 +275,10 @@ def test_the_written_folder_reads_through_the_loader_with_the_frames_values(prep
 
 
 @pytest.mark.xdist_group("prepared_nyuv2")  # one worker runs the tool for the module fixture once
-def test_the_nyu_script_trains_one_epoch_on_the_written_folder(prepared, tmp_path, tiny_run):
+def test_the_nyu_script_trains_one_epoch_on_the_written_folder(run_entry, prepared, tmp_path, tiny_run):
     out, _ = prepared
-    result = subprocess.run([sys.executable, os.path.join(REPOSITORY, "main_cross_nyu.py"),
-                             *tiny_run(out, tmp_path / "exps", "--epochs", "1", "--no_cache")],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=300, env=one_thread_environment())
+    result = run_entry(tiny_run(out, tmp_path / "exps", "--epochs", "1", "--no_cache"), tmp_path,
+                       script="main_cross_nyu.py")
     assert result.returncode == 0, result.stderr
     assert "4 train / 2 val images" in result.stdout
     assert (tmp_path / "exps" / "001" / "results.json").exists()

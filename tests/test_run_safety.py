@@ -1,15 +1,13 @@
 """A run's folder, data and seeds stay consistent whatever happens around them (issue "Reliability, round
 two"): one writer per experiment folder, a resume only on the run's own data, the debris of a killed
 write removed, a damaged data cache rebuilt, signals while the run starts and after training, --seeds
-runs that stop, and a torchrun process that dies. Each case runs the entry script in a subprocess
-(tests/test_failures.py's run_entry, or entry_with_fault's file where the test starts the process
-itself) on tiny generated data."""
+runs that stop, and a torchrun process that dies. Each case runs the entry script in a process of
+its own (conftest.py's run_entry and entry_launcher; torchrun runs entry_with_fault's file) on tiny
+generated data."""
 import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 
@@ -21,7 +19,7 @@ from data import CITYSCAPES
 from data.cache import cache_state
 from data.synthetic import write_cityscapes_raw
 from test_distributed import torchrun
-from test_failures import REPOSITORY, assert_clear_error, checkpoint, run_entry, temporary_files
+from test_failures import REPOSITORY, assert_clear_error, checkpoint, temporary_files
 from training.options import parse_options
 from training.run import RunContext
 from utils.files import hold_writer_lock
@@ -30,7 +28,7 @@ from utils.files import hold_writer_lock
 def entry_with_fault(folder, fault, script="main_cross_cs.py"):
     """The path of a Python file in `folder` that runs the code `fault`, then the entry script `script`
     with the file's own arguments: run_entry's injection for the processes that a test starts itself
-    (Popen, torchrun), which run a file."""
+    (torchrun), which run a file."""
     entry = os.path.join(REPOSITORY, script)
     path = os.path.join(folder, "entry_with_fault.py")
     with open(path, "w") as stream:
@@ -39,37 +37,14 @@ def entry_with_fault(folder, fault, script="main_cross_cs.py"):
     return path
 
 
-def start_in_own_session(path, arguments, cwd):
-    """Start the Python file `path` with `arguments` as a terminal starts a command: in a process group
-    of its own (the group's id is the process's), which a Ctrl-C reaches whole; text stdout/stderr."""
-    return subprocess.Popen([sys.executable, path, *arguments], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": REPOSITORY},
-                            start_new_session=True)
-
-
-def wait_for_line(process, line):
-    """Read `process`'s standard output until it prints `line`."""
-    for printed in process.stdout:
-        if printed.strip() == line:
-            return
-    raise AssertionError(f"the run ended before printing {line!r}: {process.stderr.read()}")
-
-
 def signal_and_wait(process, signal_number, whole_group=False, timeout=30):
-    """Send `signal_number` to `process` (to its whole process group when `whole_group`, as Ctrl-C in a
-    terminal does); (its CompletedProcess, with what it printed from then on, and the seconds until it
-    exited). A process still running after `timeout` seconds fails the test, and its group is killed."""
+    """Send `signal_number` to the EntryProcess `process` (to its whole process group when `whole_group`,
+    as Ctrl-C in a terminal does); (its CompletedProcess, and the seconds until it exited). A process
+    still running after `timeout` seconds fails the test, and its group is killed."""
     sent = time.monotonic()
-    if whole_group:
-        os.killpg(process.pid, signal_number)
-    else:
-        process.send_signal(signal_number)
-    try:
-        stdout, stderr = process.communicate(timeout=timeout)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), time.monotonic() - sent
+    process.send_signal(signal_number, whole_group)
+    completed = process.completed(timeout)
+    return completed, time.monotonic() - sent
 
 
 def group_is_gone(group, timeout=10):
@@ -85,7 +60,7 @@ def group_is_gone(group, timeout=10):
 
 
 @pytest.mark.slow
-def test_resume_on_other_data_is_refused_and_on_the_same_data_moved_elsewhere_continues(cityscapes_root, tmp_path,
+def test_resume_on_other_data_is_refused_and_on_the_same_data_moved_elsewhere_continues(run_entry, cityscapes_root, tmp_path,
                                                                                        tiny_run):
     # Issue "Reliability, round two", item 2: the epochs before and after a resume train on one dataset.
     save_path = tmp_path / "exps"
@@ -117,8 +92,8 @@ def test_resume_on_other_data_is_refused_and_on_the_same_data_moved_elsewhere_co
 
 
 @pytest.mark.slow
-def test_one_writer_per_experiment_folder_and_a_killed_writer_leaves_no_stuck_lock(cityscapes_root, tmp_path,
-                                                                                  tiny_run):
+def test_one_writer_per_experiment_folder_and_a_killed_writer_leaves_no_stuck_lock(run_entry, entry_launcher,
+                                                                                  cityscapes_root, tmp_path, tiny_run):
     # Issue "Reliability, round two", item 1: two --resume of one experiment at once trained into one folder.
     save_path = tmp_path / "exps"
     assert run_entry(tiny_run(cityscapes_root, save_path, "--epochs", "1"), tmp_path).returncode == 0
@@ -132,13 +107,13 @@ def test_one_writer_per_experiment_folder_and_a_killed_writer_leaves_no_stuck_lo
     assert_clear_error(refused, 2, f"{folder} is being written by another run (process {os.getpid()}")
     assert {name: (folder / name).read_bytes() for name in before} == before
 
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from utils.files import hold_writer_lock; "
-                               "lock = hold_writer_lock(sys.argv[1]); print('held', flush=True); time.sleep(600)",
-                               str(folder)], stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": REPOSITORY})
-    assert holder.stdout.readline().strip() == "held"
-    holder.kill()  # SIGKILL: the writer dies without releasing anything itself
-    holder.wait(timeout=60)
+    holder_script = tmp_path / "hold_the_lock.py"
+    holder_script.write_text("import sys, time\nfrom utils.files import hold_writer_lock\n"
+                             "lock = hold_writer_lock(sys.argv[1])\nprint('held', flush=True)\ntime.sleep(600)\n")
+    holder = entry_launcher.start(holder_script, [folder], tmp_path)
+    holder.wait_for_line("held")
+    holder.send_signal(signal.SIGKILL)  # the writer dies without releasing anything itself
+    assert holder.wait(timeout=60) == -signal.SIGKILL
     continued = run_entry(resume, tmp_path)
     assert continued.returncode == 0, continued.stderr
     assert list(pandas.read_csv(folder / "metrics.csv")["epoch"]) == [1, 2]
@@ -147,7 +122,7 @@ def test_one_writer_per_experiment_folder_and_a_killed_writer_leaves_no_stuck_lo
 
 
 @pytest.mark.slow
-def test_a_resume_removes_the_temporary_file_of_a_checkpoint_write_killed_by_sigkill(cityscapes_root, tmp_path,
+def test_a_resume_removes_the_temporary_file_of_a_checkpoint_write_killed_by_sigkill(run_entry, cityscapes_root, tmp_path,
                                                                                      tiny_run):
     # Issue "Reliability, round two", item 10: kill -9 inside a write left its temporary file for good.
     kill_at_the_second_last_pt = """
@@ -175,7 +150,7 @@ def test_a_resume_removes_the_temporary_file_of_a_checkpoint_write_killed_by_sig
 
 
 @pytest.mark.slow
-def test_a_cache_with_flipped_bytes_is_rebuilt_before_training_and_says_so(cityscapes_root, tmp_path, tiny_run):
+def test_a_cache_with_flipped_bytes_is_rebuilt_before_training_and_says_so(run_entry, cityscapes_root, tmp_path, tiny_run):
     # Issue "Reliability, round two", item 3: bytes flipped inside a cached array were trained on.
     cache_dir = tmp_path / "cache"
     arguments = tiny_run(cityscapes_root, tmp_path / "exps", "--epochs", "1", "--debug", "--cache_dir", str(cache_dir))
@@ -193,7 +168,7 @@ def test_a_cache_with_flipped_bytes_is_rebuilt_before_training_and_says_so(citys
 
 
 @pytest.mark.slow
-def test_seeds_that_stop_say_which_finished_failed_or_never_started_and_how_to_run_the_rest(cityscapes_root,
+def test_seeds_that_stop_say_which_finished_failed_or_never_started_and_how_to_run_the_rest(run_entry, cityscapes_root,
                                                                                            tmp_path, tiny_run):
     # Issue "Reliability, round two", item 11.
     failed = run_entry(tiny_run(cityscapes_root, tmp_path / "huge", "--epochs", "1", "--lr", "1e10", "--seeds", "4",
@@ -230,7 +205,7 @@ def test_seeds_that_stop_say_which_finished_failed_or_never_started_and_how_to_r
 
 
 @pytest.mark.slow
-def test_a_signal_during_the_final_evaluation_exits_143_and_the_resume_evaluates_again(cityscapes_root, tmp_path,
+def test_a_signal_during_the_final_evaluation_exits_143_and_the_resume_evaluates_again(run_entry, cityscapes_root, tmp_path,
                                                                                     tiny_run):
     # Issue "Reliability, round two", item 9: a signal after training was ignored (exit 0, status finished).
     signal_while_evaluating = """
@@ -255,7 +230,7 @@ def test_a_signal_during_the_final_evaluation_exits_143_and_the_resume_evaluates
     assert len(pandas.read_csv(save_path / "results.csv")) == 1
 
 
-def test_a_second_ctrl_c_with_loader_workers_prints_no_worker_traceback(cityscapes_root, tmp_path, tiny_run):
+def test_a_second_ctrl_c_with_loader_workers_prints_no_worker_traceback(run_entry, cityscapes_root, tmp_path, tiny_run):
     # Issue "Reliability, round two", item 5: the workers inherited the run's signal handler, and a second
     # Ctrl-C (which the terminal sends to every process of its group) raised in each of them.
     ctrl_c_twice_to_every_process = """
@@ -282,8 +257,8 @@ def test_a_second_ctrl_c_with_loader_workers_prints_no_worker_traceback(cityscap
     assert "exited unexpectedly" not in stopped.stderr, stopped.stderr
 
 
-def test_ctrl_c_during_the_cache_build_stops_within_seconds_and_leaves_no_partial_cache(cityscapes_root, tmp_path,
-                                                                                         tiny_run):
+def test_ctrl_c_during_the_cache_build_stops_within_seconds_and_leaves_no_partial_cache(entry_launcher, cityscapes_root,
+                                                                                         tmp_path, tiny_run):
     # Issue "Reliability, round two", item 9, second half: Ctrl-C while the cache was built waited for the
     # whole build and the first step. Here the build's two worker processes would read for two more minutes.
     slow_reads_in_the_build_workers = """
@@ -302,8 +277,9 @@ def test_ctrl_c_during_the_cache_build_stops_within_seconds_and_leaves_no_partia
     save_path, cache_dir = tmp_path / "exps", tmp_path / "cache"
     arguments = tiny_run(cityscapes_root, save_path, "--epochs", "1", "--cache_dir", str(cache_dir), "--seeds", "3",
                          "4")
-    process = start_in_own_session(entry_with_fault(tmp_path, slow_reads_in_the_build_workers), arguments, tmp_path)
-    wait_for_line(process, "a build worker is reading")
+    process = entry_launcher.start("main_cross_cs.py", arguments, tmp_path, fault=slow_reads_in_the_build_workers,
+                                   new_session=True)
+    process.wait_for_line("a build worker is reading")
     stopped, seconds = signal_and_wait(process, signal.SIGINT, whole_group=True)
     assert_clear_error(stopped, 130, "interrupted before training started: no experiment folder was created, so "
                        "there is nothing to resume\nseeds: none finished; 3 was interrupted before training; 4 not "
@@ -319,7 +295,8 @@ def test_ctrl_c_during_the_cache_build_stops_within_seconds_and_leaves_no_partia
     assert cache_state(train_set.cache_folder, train_set.cache_manifest["key"])[0] == train_set.cache_manifest
 
 
-def test_sigterm_while_a_resume_builds_its_model_stops_at_once_and_leaves_the_run_unchanged(finished_run, tmp_path):
+def test_sigterm_while_a_resume_builds_its_model_stops_at_once_and_leaves_the_run_unchanged(entry_launcher, finished_run,
+                                                                                            tmp_path):
     # Issue "Reliability, round two", item 9, second half, with a run to resume: its folder is untouched.
     slow_model_building = """
         import time
@@ -333,9 +310,10 @@ def test_sigterm_while_a_resume_builds_its_model_stops_at_once_and_leaves_the_ru
     """
     folder = shutil.copytree(finished_run, tmp_path / "exps") / "001"
     before = {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()}
-    process = start_in_own_session(entry_with_fault(tmp_path, slow_model_building),
-                                   ["--resume", str(folder), "--epochs", "3", "--workers", "0", "--notqdm"], tmp_path)
-    wait_for_line(process, "building the model")
+    process = entry_launcher.start("main_cross_cs.py", ["--resume", folder, "--epochs", "3", "--workers", "0",
+                                                        "--notqdm"], tmp_path, fault=slow_model_building,
+                                   new_session=True)
+    process.wait_for_line("building the model")
     stopped, seconds = signal_and_wait(process, signal.SIGTERM)
     assert_clear_error(stopped, 143, f"interrupted before training started: {folder} is unchanged; resume with:\n"
                        f"  python main_cross_cs.py --resume {folder}\nstopped by SIGTERM")

@@ -1,15 +1,10 @@
 """results.csv is checked whole before a run trains: a broken body (an unterminated quote, a row wider than
 the header) is refused with exit status 2, naming the file and the line, and left as it was."""
 import os
-import subprocess
-import sys
 
 import pytest
 
 from utils.files import append_csv_row, check_csv_table
-
-REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 @pytest.mark.parametrize("body,expected", [
     ('experiment,note\n001,"an open quote\n', "not a readable CSV table after line 2 (unexpected end of data)"),
@@ -33,15 +28,13 @@ def test_rows_written_before_a_column_was_added_and_quoted_fields_are_fine(tmp_p
     assert check_csv_table(str(tmp_path / "missing.csv")) is None
 
 
-def test_the_entry_script_refuses_a_broken_summary_before_training(cityscapes_root, tmp_path, tiny_run):
+def test_the_entry_script_refuses_a_broken_summary_before_training(run_entry, cityscapes_root, tmp_path, tiny_run):
     save_path = tmp_path / "exps"
     save_path.mkdir()
     summary = save_path / "results.csv"
     summary.write_text('experiment,note\n001,"an open quote\n')
-    result = subprocess.run([sys.executable, os.path.join(REPOSITORY, "main_cross_cs.py"),
-                             *tiny_run(cityscapes_root, save_path, "--epochs", "1", "--cache_dir", str(tmp_path / "cache"))],
-                            capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": REPOSITORY})
+    result = run_entry(tiny_run(cityscapes_root, save_path, "--epochs", "1", "--cache_dir", str(tmp_path / "cache")),
+                       tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert f"{summary}: not a readable CSV table after line 2" in result.stderr
     assert os.listdir(save_path) == ["results.csv"]

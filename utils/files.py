@@ -24,16 +24,17 @@ def current_umask():
 TEMPORARY_PREFIX = ".tmp-"  # the names of atomic writes' temporary files start with it
 
 
-def atomic_write_bytes(path, payload):
-    """Write `payload` to a temporary file beside `path`, then rename it onto `path`. The file gets the
-    permissions of any new file (0666 minus the umask), not the temporary file's 0600; on any error or
-    interruption the temporary file is removed and `path` keeps its previous content."""
+def atomic_write(path, write_content):
+    """Write the file `path` by `write_content(stream)` (a binary file object) into a temporary file beside
+    `path`, then rename it onto `path`. The file gets the permissions of any new file (0666 minus the
+    umask), not the temporary file's 0600; on any error or interruption the temporary file is removed
+    and `path` keeps its previous content."""
     folder = os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=TEMPORARY_PREFIX, suffix=os.path.basename(path))
     try:
         os.fchmod(handle, 0o666 & ~current_umask())
         with os.fdopen(handle, "wb") as stream:
-            stream.write(payload)
+            write_content(stream)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
@@ -41,6 +42,11 @@ def atomic_write_bytes(path, payload):
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
+
+
+def atomic_write_bytes(path, payload):
+    """Write `payload` to `path` atomically (atomic_write)."""
+    atomic_write(path, lambda stream: stream.write(payload))
 
 
 def remove_leftover_temporary_files(folder, subfolders=()):
@@ -177,7 +183,6 @@ def hold_writer_lock(folder):
 
 
 def save_torch(path, content):
-    """Atomically save `content` with torch.save."""
-    buffer = io.BytesIO()
-    torch.save(content, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    """Atomically save `content` with torch.save, streamed into the file (atomic_write): no second copy
+    of a checkpoint is held in memory."""
+    atomic_write(path, lambda stream: torch.save(content, stream))
