@@ -1,6 +1,7 @@
 """--resume of a run that finished all its epochs trains nothing and writes nothing; with more epochs it
-trains on (in process, on the tiny shared dataset)."""
+trains on (in process, on a copy of the shared finished run)."""
 import os
+import shutil
 
 import pandas
 
@@ -14,15 +15,14 @@ def folder_state(folder):
             for root, _, names in os.walk(folder) for name in names}
 
 
-def test_resuming_a_finished_run_writes_nothing_and_a_longer_schedule_trains_on(cityscapes_root, tmp_path, tiny_run,
-                                                                               capsys):
-    assert main(CITYSCAPES, tiny_run(cityscapes_root, tmp_path, "--epochs", "1", "--height", "32",
-                                     "--width", "64")) == 0
-    before = folder_state(tmp_path)
-    assert main(CITYSCAPES, ["--save_path", str(tmp_path), "--resume", "1", "--notqdm"]) == 0
-    assert "finished all 1 epochs of its run: nothing to resume" in capsys.readouterr().out
-    assert folder_state(tmp_path) == before
-    assert main(CITYSCAPES, ["--save_path", str(tmp_path), "--resume", "1", "--notqdm", "--epochs", "2"]) == 0
-    history = pandas.read_csv(tmp_path / "001" / "metrics.csv")
-    assert list(history["epoch"]) == [1, 2]
-    assert list(pandas.read_csv(tmp_path / "results.csv")["experiment"]) == [1, 1]
+def test_resuming_a_finished_run_writes_nothing_and_a_longer_schedule_trains_on(finished_run, tmp_path, capsys):
+    save_path = shutil.copytree(finished_run, tmp_path / "exps")  # experiment 001: 2 epochs, finished
+    before = folder_state(save_path)
+    assert main(CITYSCAPES, ["--save_path", str(save_path), "--resume", "1", "--notqdm"]) == 0
+    assert "finished all 2 epochs of its run: nothing to resume" in capsys.readouterr().out
+    assert folder_state(save_path) == before
+    assert main(CITYSCAPES, ["--save_path", str(save_path), "--resume", "1", "--notqdm", "--no_plots", "--epochs",
+                             "3"]) == 0
+    history = pandas.read_csv(save_path / "001" / "metrics.csv")
+    assert list(history["epoch"]) == [1, 2, 3]
+    assert list(pandas.read_csv(save_path / "results.csv")["experiment"]) == [0, 1, 1]  # 0: the hand-written row

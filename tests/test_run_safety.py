@@ -60,46 +60,47 @@ def group_is_gone(group, timeout=10):
 
 
 @pytest.mark.slow
-def test_resume_on_other_data_is_refused_and_on_the_same_data_moved_elsewhere_continues(run_entry, cityscapes_root, tmp_path,
-                                                                                       tiny_run):
+def test_resume_on_other_data_is_refused_and_on_the_same_data_moved_elsewhere_continues(run_entry, finished_run,
+                                                                                       cityscapes_root, tmp_path):
     # Issue "Reliability, round two", item 2: the epochs before and after a resume train on one dataset.
-    save_path = tmp_path / "exps"
-    assert run_entry(tiny_run(cityscapes_root, save_path, "--epochs", "1"), tmp_path).returncode == 0
-    folder = save_path / "001"
+    folder = shutil.copytree(finished_run, tmp_path / "exps") / "001"  # 2 epochs on cityscapes_root
+    shared_summary = (finished_run / "results.csv").read_bytes()
     identity = json.loads((folder / "config.json").read_text())["data_identity"]
     assert set(identity) == {"train", "val"} and identity["val"]["samples"] == 3
     before = {name: (folder / name).read_bytes() for name in ("metrics.csv", "status", "config.json")}
     last_before = (folder / "checkpoints" / "last.pt").read_bytes()
 
     other = write_cityscapes_raw(tmp_path / "other", {"train": 4, "val": 2}, 128, 256, seed=5)
-    resumed = run_entry(["--resume", str(folder), "--epochs", "2", "--input_path", str(other), "--workers", "0",
+    resumed = run_entry(["--resume", str(folder), "--epochs", "3", "--input_path", str(other), "--workers", "0",
                          "--notqdm"], tmp_path)
     assert_clear_error(resumed, 2, f"--input_path {other} holds other data than the run trained on",
                        "val images: 3 in the run, 2 now")
     same_counts = write_cityscapes_raw(tmp_path / "same_counts", {"train": 4, "val": 3}, 128, 256, seed=6)
-    resumed = run_entry(["--resume", str(folder), "--epochs", "2", "--input_path", str(same_counts), "--workers",
+    resumed = run_entry(["--resume", str(folder), "--epochs", "3", "--input_path", str(same_counts), "--workers",
                          "0", "--notqdm"], tmp_path)
     assert_clear_error(resumed, 2, "train: other file names or sizes")
     assert {name: (folder / name).read_bytes() for name in before} == before
     assert (folder / "checkpoints" / "last.pt").read_bytes() == last_before
 
     moved = shutil.copytree(cityscapes_root, tmp_path / "moved")
-    continued = run_entry(["--resume", str(folder), "--epochs", "2", "--input_path", str(moved), "--workers", "0",
+    continued = run_entry(["--resume", str(folder), "--epochs", "3", "--input_path", str(moved), "--workers", "0",
                            "--notqdm", "--no_plots"], tmp_path)
     assert continued.returncode == 0, continued.stderr
     assert (folder / "status").read_text() == "finished\n"
-    assert list(pandas.read_csv(folder / "metrics.csv")["epoch"]) == [1, 2]
+    assert list(pandas.read_csv(folder / "metrics.csv")["epoch"]) == [1, 2, 3]
+    # the moved folder's row goes beside it, not into the results.csv of the save path it was trained in
+    assert list(pandas.read_csv(folder.parent / "results.csv")["experiment"]) == [0, 1, 1]
+    assert (finished_run / "results.csv").read_bytes() == shared_summary
 
 
 @pytest.mark.slow
 def test_one_writer_per_experiment_folder_and_a_killed_writer_leaves_no_stuck_lock(run_entry, entry_launcher,
-                                                                                  cityscapes_root, tmp_path, tiny_run):
+                                                                                  finished_run, tmp_path):
     # Issue "Reliability, round two", item 1: two --resume of one experiment at once trained into one folder.
-    save_path = tmp_path / "exps"
-    assert run_entry(tiny_run(cityscapes_root, save_path, "--epochs", "1"), tmp_path).returncode == 0
-    folder = save_path / "001"
+    save_path = shutil.copytree(finished_run, tmp_path / "exps")
+    folder = save_path / "001"  # 2 epochs
     before = {name: (folder / name).read_bytes() for name in ("metrics.csv", "status")}
-    resume = ["--resume", str(folder), "--epochs", "2", "--workers", "0", "--notqdm", "--no_plots"]
+    resume = ["--resume", str(folder), "--epochs", "3", "--workers", "0", "--notqdm", "--no_plots"]
 
     lock = hold_writer_lock(str(folder))  # this process now writes the folder, as a running resume would
     refused = run_entry(resume, tmp_path)
@@ -116,9 +117,9 @@ def test_one_writer_per_experiment_folder_and_a_killed_writer_leaves_no_stuck_lo
     assert holder.wait(timeout=60) == -signal.SIGKILL
     continued = run_entry(resume, tmp_path)
     assert continued.returncode == 0, continued.stderr
-    assert list(pandas.read_csv(folder / "metrics.csv")["epoch"]) == [1, 2]
+    assert list(pandas.read_csv(folder / "metrics.csv")["epoch"]) == [1, 2, 3]
     assert (folder / "status").read_text() == "finished\n"
-    assert len(pandas.read_csv(save_path / "results.csv")) == 2
+    assert len(pandas.read_csv(save_path / "results.csv")) == 3  # the hand-written row, epoch 2's and epoch 3's
 
 
 @pytest.mark.slow

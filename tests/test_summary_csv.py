@@ -1,6 +1,7 @@
 """results.csv is checked whole before a run trains: a broken body (an unterminated quote, a row wider than
 the header) is refused with exit status 2, naming the file and the line, and left as it was."""
 import os
+import shutil
 
 import pytest
 
@@ -39,3 +40,15 @@ def test_the_entry_script_refuses_a_broken_summary_before_training(run_entry, ci
     assert f"{summary}: not a readable CSV table after line 2" in result.stderr
     assert os.listdir(save_path) == ["results.csv"]
     assert summary.read_text() == 'experiment,note\n001,"an open quote\n'
+
+
+def test_a_resume_refuses_a_broken_summary_beside_its_folder_before_training(run_entry, finished_run, tmp_path):
+    save_path = shutil.copytree(finished_run, tmp_path / "exps")
+    summary = save_path / "results.csv"
+    summary.write_text(summary.read_text() + '002,"an open quote\n')
+    before = {path: path.read_bytes() for path in save_path.rglob("*") if path.is_file()}
+    result = run_entry(["--resume", save_path / "001", "--epochs", "3", "--workers", "0", "--notqdm"], tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"{summary}: not a readable CSV table after line 4 (unexpected end of data); move or repair it (the " \
+           "summary of finished runs), the resumed run adds its row there" in result.stderr
+    assert {path: path.read_bytes() for path in save_path.rglob("*") if path.is_file()} == before

@@ -174,14 +174,15 @@ def check_free_space(folder, parts):
                              f"{last_bytes / 2 ** 20:.0f} MiB and a temporary copy while it is written)")
 
 
-def check_summary_file(path):
+def check_summary_file(path, resumed=False):
     """UserInputError when the summary CSV at `path` exists but cannot take another row (checked before
-    training, so a long run does not fail at its very end)."""
+    training, so a long run does not fail at its very end); `resumed`: for a resume, whose row goes
+    beside its folder."""
     try:
         check_csv_table(path)
     except ValueError as error:
-        raise UserInputError(f"{error}; move or repair it (the summary of finished runs), or use another "
-                             "--save_path") from None
+        remedy = "the resumed run adds its row there" if resumed else "or use another --save_path"
+        raise UserInputError(f"{error}; move or repair it (the summary of finished runs), {remedy}") from None
 
 
 class Recorder:
@@ -217,7 +218,8 @@ class Recorder:
     @classmethod
     def start(cls, config, device, parts, construction, loader_generator):
         """A recorder for a new run of `config` (training.config.RunConfig): claims {save_path}/NNN and its
-        writer lock (utils.files.hold_writer_lock, held until the process ends), checks the free space, writes config.json and the status "running" (nothing under --debug)."""
+        writer lock (utils.files.hold_writer_lock, held until the process ends), checks the free space,
+        writes config.json and the status "running" (nothing under --debug)."""
         recorder = cls(None, parts, construction, config.optimization.epochs, loader_generator)
         if not config.run.debug:
             check_summary_file(os.path.join(config.run.save_path, "results.csv"))
@@ -232,12 +234,14 @@ class Recorder:
     @classmethod
     def resume(cls, folder, epochs, parts, construction, loader_generator, writes=True):
         """A recorder continuing the run in `folder` from its last.pt: model, balancer, optimizer,
-        scheduler, KD4MTL's adaptors, history, best-so-far state and random states restored, after taking the folder's writer
-        lock (UserInputError while another run holds it) and removing the temporary files a killed write
-        left there. Without `writes` (a process other than torchrun's
-        rank 0) it only reads: its folder is None afterwards."""
+        scheduler, KD4MTL's adaptors, history, best-so-far state and random states restored, after
+        checking the results.csv beside `folder` (which gets the row), taking the folder's writer lock
+        (UserInputError while another run holds it) and removing the temporary files a killed write left
+        there. Without `writes` (a process other than torchrun's rank 0) it only reads: its folder is
+        None afterwards."""
         recorder = cls(folder, parts, construction, epochs, loader_generator)
         if writes:
+            check_summary_file(os.path.join(os.path.dirname(os.path.abspath(folder)), "results.csv"), resumed=True)
             recorder.writer_lock = hold_writer_lock(folder)
             for path in remove_leftover_temporary_files(folder, ("checkpoints",)):
                 print(f"removed {path}, left by a write that was killed")

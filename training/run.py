@@ -110,8 +110,9 @@ def resume_folder(config):
 
 def resumed_config(config, record):
     """The configuration of the run `record` (training.recorder.RunRecord) read back, with the settings
-    a resume may change taken from `config`; UserInputError listing the flags given now that would
-    change the model, data or optimisation."""
+    a resume may change taken from `config` and the save path the folder's parent now (its results.csv
+    gets the row, wherever the folder was when it started); UserInputError listing the flags given now
+    that would change the model, data or optimisation."""
     saved, folder = record.config, record.folder
     if saved is None:
         raise UserInputError(f"--resume: cannot read the configuration of the run: {folder} has no config.json")
@@ -123,7 +124,8 @@ def resumed_config(config, record):
                              f"the run: {'; '.join(changed)}. Resume without them (only "
                              f"{', '.join('--' + key for key in resumable)} may change).")
     given = {key: config[key] for key in resumable if key in config.explicit}
-    return saved.replace(**given, seeds=None, explicit=config.explicit)
+    return saved.replace(**{**given, "save_path": os.path.dirname(os.path.abspath(folder))}, seeds=None,
+                         explicit=config.explicit)
 
 
 def check_same_data(record, data_identity, input_path):
