@@ -17,6 +17,18 @@ REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVER = os.path.join(REPOSITORY, "tests", "entry_server.py")
 
 
+def entry_with_fault(folder, fault, script="main_cross_cs.py"):
+    """The path of a Python file in `folder` that runs the code `fault`, then the entry script `script`
+    with the file's own arguments: run_entry's fault injection for the processes that torchrun starts,
+    which run a file."""
+    entry = os.path.join(REPOSITORY, script)
+    path = os.path.join(folder, "entry_with_fault.py")
+    with open(path, "w") as stream:
+        stream.write(textwrap.dedent(fault) + f"\nimport runpy, sys\nsys.argv[0] = {entry!r}\n"
+                     f"runpy.run_path({entry!r}, run_name='__main__')\n")
+    return path
+
+
 class EntryProcess:
     """One entry-script process started by an EntryLauncher: its pid (the id of its process group too),
     its output files, and its exit code once it has ended."""

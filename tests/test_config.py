@@ -106,7 +106,7 @@ def test_the_derived_lists_are_the_ones_the_repository_used_to_keep_by_hand():
     assert set(keys_with(RESUMABLE)) == {
         "epochs", "resume", "workers", "cache_dir", "no_cache", "notqdm", "no_plots", "show", "view_only", "run_only",
         "time_inf", "cpu", "input_path", "save_path", "deterministic", "tensorboard", "amp", "channels_last",
-        "gpu_augment", "compile"}
+        "gpu_augment", "compile", "peer_timeout"}
     assert set(keys_with(SUMMARISED)) == {
         "single_task", "group", "balancing", "gradnorm_form", "enc_layers", "num_classes", "height", "width", "epochs",
         "batch_size", "lr", "alpha", "gamma", "label_smoothing", "lp", "tdep_loss", "tseg_loss", "batch_norm",

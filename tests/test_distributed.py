@@ -19,6 +19,7 @@ import torch
 
 from data import CITYSCAPES, NYUV2
 from data.sampling import ShardedBatchSampler
+from entry_processes import entry_with_fault
 from models import XTaskTSNet
 from training import engine
 from losses.xtask import XTaskLossTerms
@@ -370,3 +371,42 @@ def test_torchrun_trains_mtan_on_three_tasks_and_its_metrics_are_those_of_one_pr
     assert {"normal_mean", "normal_median", "normal_30", "miou", "abs_rel"} <= set(written)
     for key, value in written.items():
         assert reproduced[key] == pytest.approx(value, rel=1e-6, abs=1e-9, nan_ok=True), key
+
+
+@pytest.mark.slow
+def test_a_torchrun_process_that_hangs_stops_rank_0_after_the_peer_timeout_with_the_resume_command(cityscapes_root,
+                                                                                                  tmp_path):
+    # A process that stops answering without closing its connections (a hung process, a node cut off)
+    # is noticed only after the collective timeout: --peer_timeout sets it (here 3 s instead of 30 min).
+    hang_rank_1_in_epoch_2 = """
+        import os, signal, time
+        from training import engine
+        real_step, steps = engine.train_step, []
+        def step_or_hang(parts, batch, device):
+            steps.append(1)
+            if os.environ["RANK"] == "1" and len(steps) == 2:  # one step per epoch: epoch 1 is saved
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)  # torchrun's SIGTERM ends it once rank 0 has
+                with open("rank-1-hangs-from", "w") as stream:
+                    stream.write(str(time.time()))
+                time.sleep(600)
+            return real_step(parts, batch, device)
+        engine.train_step = step_or_hang
+    """
+    save_path, logs = tmp_path / "exps", tmp_path / "logs"
+    result = torchrun(["--log-dir", str(logs), "--redirects", "3", entry_with_fault(tmp_path, hang_rank_1_in_epoch_2),
+                       "--cpu", "--input_path", cityscapes_root, "--save_path", str(save_path), "--height", "32",
+                       "--width", "64", "--enc_layers", "18", "--workers", "0", "--notqdm", "--batch_size", "4",
+                       "--no_plots", "--epochs", "3", "--peer_timeout", "0.05"], cwd=tmp_path, timeout=120)
+    assert result.returncode == 1, result.stderr[-3000:]
+    folder = save_path / "001"
+    rank_0_stderr = next(logs.glob("*/attempt_0/0/stderr.log")).read_text()
+    assert rank_0_stderr.startswith(f"interrupted during epoch 2: {folder} holds epochs 1-1; resume with:\n"
+                                    f"  python main_cross_cs.py --resume {folder}\n"
+                                    "stopped: another torchrun process exited or cannot be reached (Timed out "
+                                    "waiting 3000ms"), rank_0_stderr
+    assert "Traceback" not in rank_0_stderr
+    status = (folder / "status").read_text()
+    assert status.startswith("interrupted at epoch 2: another torchrun process exited or cannot be reached"), status
+    waited = os.path.getmtime(folder / "status") - float((tmp_path / "rank-1-hangs-from").read_text())
+    assert 3 <= waited < 20, waited
+    assert checkpoints(folder)[1]["epoch"] == 1  # last.pt

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import textwrap
 import time
 
 import pandas
@@ -18,23 +17,12 @@ import torch
 from data import CITYSCAPES
 from data.cache import cache_state
 from data.synthetic import write_cityscapes_raw
+from entry_processes import entry_with_fault
 from test_distributed import torchrun
-from test_failures import REPOSITORY, assert_clear_error, checkpoint, temporary_files
+from test_failures import assert_clear_error, checkpoint, temporary_files
 from training.options import parse_options
 from training.run import RunContext
 from utils.files import hold_writer_lock
-
-
-def entry_with_fault(folder, fault, script="main_cross_cs.py"):
-    """The path of a Python file in `folder` that runs the code `fault`, then the entry script `script`
-    with the file's own arguments: run_entry's injection for the processes that a test starts itself
-    (torchrun), which run a file."""
-    entry = os.path.join(REPOSITORY, script)
-    path = os.path.join(folder, "entry_with_fault.py")
-    with open(path, "w") as stream:
-        stream.write(textwrap.dedent(fault) + f"\nimport runpy, sys\nsys.argv[0] = {entry!r}\n"
-                     f"runpy.run_path({entry!r}, run_name='__main__')\n")
-    return path
 
 
 def signal_and_wait(process, signal_number, whole_group=False, timeout=30):

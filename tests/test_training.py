@@ -215,6 +215,8 @@ def test_lp_flag_changes_the_depth_loss(cityscapes_root):
     (CITYSCAPES, ["--gradnorm_form", "other"], "--gradnorm_form: invalid choice"),
     (CITYSCAPES, ["--multiple_gpu"], "torchrun"),
     (CITYSCAPES, ["--optim", "sgd", "--momentum", "-0.5"], "--momentum -0.5"),
+    (CITYSCAPES, ["--peer_timeout", "0"], "--peer_timeout 0.0: expected a positive, finite number of minutes"),
+    (NYUV2, ["--peer_timeout", "inf"], "--peer_timeout inf: expected a positive, finite number of minutes"),
     # tasks:  surface normals need NYUv2 and MTAN; GradNorm balances two groups
     (CITYSCAPES, ["--model", "mtan", "--tasks", "segmentation", "depth", "normal"],
      "cityscapes has no surface normals"),

@@ -287,6 +287,7 @@ class RunSettings:
     view_only: bool = setting(False, RESUMABLE, NOT_COMPARED, RANK_ZERO_ONLY, off_value=False)
     run_only: bool = setting(False, RESUMABLE, NOT_COMPARED)
     multiple_gpu: bool = setting(False, NOT_COMPARED)
+    peer_timeout: Optional[float] = setting(None, RESUMABLE, NOT_COMPARED)
 
 
 SECTIONS = ("data", "model", "loss", "balancing", "optimization", "speed", "run")

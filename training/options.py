@@ -184,6 +184,9 @@ def build_parser(profile):
     run.add_argument("--view_only", action="store_true", help="show the figures without saving them")
     run.add_argument("--multiple_gpu", action="store_true", help="the original's DataParallel flag: refused, "
                      "with the torchrun command that uses several GPUs")
+    run.add_argument("--peer_timeout", type=float, metavar="MINUTES", help="under torchrun, how long a process "
+                     "waits for the others in one collective operation before it stops (exit 4, with the resume "
+                     "command); default torch's: 30 minutes on the CPU (gloo), 10 on GPUs (NCCL)")
     run.add_argument("--demo", action="store_true", help="generate a small synthetic dataset in the real "
                      "layout under data/demo/ and run a short CPU-sized training on it")
     parser.set_defaults(**profile.defaults)
@@ -250,6 +253,8 @@ def find_problem(config, profile):
          f"--scheduler_gamma {optimization.scheduler_gamma}: expected a positive, finite factor"),
         (os.path.exists(run.save_path) and not os.path.isdir(run.save_path),
          f"--save_path {run.save_path}: that is a file; expected a folder (it is created when missing)"),
+        (run.peer_timeout is not None and not 0 < run.peer_timeout < math.inf,
+         f"--peer_timeout {run.peer_timeout}: expected a positive, finite number of minutes"),
         (run.tensorboard and (run.debug or run.infer_only),
          "--tensorboard writes into the experiment folder of a training run: not with --debug or --infer_only"),
         (run.resume is not None and (run.debug or run.infer_only),

@@ -401,7 +401,8 @@ def run(profile, config, stop, argv=()):
             print(f"{record.folder} finished all {len(record.history)} epochs of its run: nothing to resume "
                   f"(--epochs N with N > {len(record.history)} trains it on)")
             return
-    processes = distributed.init_from_environment(use_cuda=select_device(config.run.cpu).type == "cuda")
+    processes = distributed.init_from_environment(use_cuda=select_device(config.run.cpu).type == "cuda",
+                                                  timeout_minutes=config.run.peer_timeout)
     if processes.is_distributed and config.run.demo:
         raise UserInputError("--demo generates its dataset in one process: run it without torchrun")
     if not processes.is_main:

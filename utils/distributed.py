@@ -6,6 +6,7 @@ are in. The process group itself is torch's; nothing is kept here.
 CPU tensors travel over gloo and CUDA tensors over NCCL (the group is created with both backends on
 CUDA), so a flag or a Python object never forces a wait for the GPU.
 """
+import datetime
 import os
 import pickle
 import re
@@ -46,15 +47,17 @@ def setup_from_environment(environ=None):
                         local_rank=int(environ.get("LOCAL_RANK", 0)))
 
 
-def init_from_environment(use_cuda):
+def init_from_environment(use_cuda, timeout_minutes=None):
     """Join the process group torchrun describes (gloo on the CPU; NCCL for CUDA tensors and gloo for CPU
-    ones on GPUs, each process on GPU LOCAL_RANK); returns the ProcessSetup. One process: no group."""
+    ones on GPUs, each process on GPU LOCAL_RANK), whose collective operations wait `timeout_minutes` for
+    the other processes (None: torch's default); returns the ProcessSetup. One process: no group."""
     setup = setup_from_environment()
     if setup.is_distributed and not is_initialized():
         if use_cuda:
             torch.cuda.set_device(setup.local_rank)
+        timeout = None if timeout_minutes is None else datetime.timedelta(minutes=timeout_minutes)
         dist.init_process_group(backend="cpu:gloo,cuda:nccl" if use_cuda else "gloo", rank=setup.rank,
-                                world_size=setup.world_size)
+                                world_size=setup.world_size, timeout=timeout)
     return setup
 
 
