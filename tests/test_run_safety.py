@@ -160,10 +160,13 @@ def test_a_cache_with_flipped_bytes_is_rebuilt_before_training_and_says_so(run_e
 def test_seeds_that_stop_say_which_finished_failed_or_never_started_and_how_to_run_the_rest(run_entry, cityscapes_root,
                                                                                            tmp_path, tiny_run):
     # Issue "Reliability, round two", item 11.
+    # A huge learning rate: exit 3 in the first epoch, no checkpoint, no summary row.
     failed = run_entry(tiny_run(cityscapes_root, tmp_path / "huge", "--epochs", "1", "--lr", "1e10", "--seeds", "4",
                                 "5", "6"), tmp_path)
-    assert_clear_error(failed, 3, "no checkpoint had been written yet", "seeds: none finished; 4 failed; 5, 6 not "
-                       "started", "run the seeds not started with:")
+    assert_clear_error(failed, 3, "non-finite", "epoch 1/1", "no checkpoint had been written yet",
+                       "seeds: none finished; 4 failed; 5, 6 not started", "run the seeds not started with:")
+    assert not (tmp_path / "huge" / "001" / "checkpoints" / "last.pt").exists()
+    assert not (tmp_path / "huge" / "results.csv").exists()
     assert "last good checkpoints are kept" not in failed.stderr
     rest_command = failed.stderr.split("run the seeds not started with:\n  ", 1)[1].splitlines()[0].split()
     assert rest_command[:2] == ["python", "main_cross_cs.py"]
