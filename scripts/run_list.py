@@ -10,6 +10,7 @@ import io
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -88,6 +89,25 @@ def dry_run(planned):
     return 0
 
 
+INTERRUPTED_EXIT_CODES = (130, 143)  # an entry script stopped by SIGINT / SIGTERM (it printed the resume command)
+
+
+def run_in_foreground(command, cwd):
+    """Run `command` from `cwd` to its end as a shell runs a foreground job: a Ctrl-C reaches it from the
+    terminal (its process group) while this process waits, ignoring it, and a SIGTERM sent to this
+    process is passed on to it, so that it stops as it does on its own (resume command, exit code)
+    instead of being killed with this process. Returns its subprocess.CompletedProcess."""
+    process = subprocess.Popen(command, cwd=cwd)
+    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda number, frame: process.send_signal(number))
+    try:
+        return subprocess.CompletedProcess(command, process.wait())
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def execute(planned, save_path, complete=None):
     """Run each planned (run, arguments) from the repository root and stop at the first failure; returns
     its exit status, or 0 when every run finished. `complete(run, arguments)`, when given, makes a run's
@@ -99,7 +119,12 @@ def execute(planned, save_path, complete=None):
             print(f"error: {run.name}: {error}", file=sys.stderr)
             return 2
         print(f"[{index}/{len(planned)}] {command_line(run, arguments)}", flush=True)
-        status = subprocess.run([sys.executable, ENTRY_SCRIPTS[run.dataset], *arguments], cwd=REPO_ROOT).returncode
+        status = run_in_foreground([sys.executable, ENTRY_SCRIPTS[run.dataset], *arguments], REPO_ROOT).returncode
+        if status in INTERRUPTED_EXIT_CODES:
+            print(f"stopped: {run.name} was interrupted (exit status {status}); resume it with the command it "
+                  f"printed above, then run the rest with --only. The runs before it are in {save_path}.",
+                  file=sys.stderr)
+            return status
         if status != 0:
             print(f"error: {run.name} failed with exit status {status}; stopping. The runs before it are in "
                   f"{save_path}; rerun the rest with --only.", file=sys.stderr)
@@ -163,5 +188,5 @@ def run_or_check(planned, options, notes=(), complete=None, report_flags=()):
     status = execute(planned, options.save_path, complete)
     if status != 0:
         return status
-    return subprocess.run([sys.executable, "-m", "tools.report", options.save_path, *report_flags],
-                          cwd=REPO_ROOT).returncode
+    return run_in_foreground([sys.executable, "-m", "tools.report", options.save_path, *report_flags],
+                             REPO_ROOT).returncode

@@ -111,7 +111,7 @@ def test_the_dry_run_lists_every_line_of_the_original_ablation_script_but_the_te
 
 
 def completed(statuses, calls):
-    """A stand-in for subprocess.run that records each call and returns the next exit status."""
+    """A stand-in for run_list.run_in_foreground that records each call and returns the next exit status."""
     def run(command, cwd):
         calls.append((command, cwd))
         return subprocess.CompletedProcess(command, statuses.pop(0))
@@ -120,7 +120,7 @@ def completed(statuses, calls):
 
 def test_a_failing_run_stops_the_script_with_its_status(monkeypatch, capsys):
     calls = []
-    monkeypatch.setattr(run_list.subprocess, "run", completed([0, 3, 0], calls))
+    monkeypatch.setattr(run_list, "run_in_foreground", completed([0, 3, 0], calls))
     assert ablations.main(["--dataset", "cityscapes", "--only", "(base|no_transfer|balancing_none)$"]) == 3
     assert [command[:2] for command, _ in calls] == [[sys.executable, "main_cross_cs.py"]] * 2
     assert all(cwd == run_list.REPO_ROOT for _, cwd in calls)
@@ -129,7 +129,7 @@ def test_a_failing_run_stops_the_script_with_its_status(monkeypatch, capsys):
 
 def test_all_runs_then_the_report_on_the_save_path(monkeypatch):
     calls = []
-    monkeypatch.setattr(run_list.subprocess, "run", completed([0, 0, 0], calls))
+    monkeypatch.setattr(run_list, "run_in_foreground", completed([0, 0, 0], calls))
     assert ablations.main(["--only", "nyu/single", "--save_path", "exps/ablations"]) == 0
     assert [command[1] for command, _ in calls] == ["main_cross_nyu.py", "main_cross_nyu.py", "-m"]
     assert calls[0][0][-2:] == ["--save_path", "exps/ablations"]

@@ -208,7 +208,7 @@ def finished_run(save_path, script, arguments, seed, status="finished"):
 
 
 def fake_entry_script(calls):
-    """A subprocess.run that records each command in `calls` and, for an entry script, writes its finished
+    """A run_list.run_in_foreground that records each command in `calls` and, for an entry script, writes its finished
     runs (one per seed) as the entry script would, without training."""
     def run(command, cwd):
         calls.append(command)
@@ -223,7 +223,7 @@ def fake_entry_script(calls):
 def test_kd4mtl_runs_get_the_folders_of_their_seeds_teachers_and_the_runs_end_with_the_comparison(monkeypatch,
                                                                                                    tmp_path):
     calls = []
-    monkeypatch.setattr(run_list.subprocess, "run", fake_entry_script(calls))
+    monkeypatch.setattr(run_list, "run_in_foreground", fake_entry_script(calls))
     save_path = tmp_path / "table"
     assert comparisons.main(["--dataset", "nyu", "--only", "teacher|kd4mtl_three", "--seeds", "1", "2",
                              "--save_path", str(save_path)]) == 0
@@ -265,7 +265,7 @@ def test_a_teacher_is_the_latest_finished_run_of_its_command_and_seed(tmp_path):
 
 def test_a_kd4mtl_run_without_its_teachers_stops_the_script_with_2(monkeypatch, tmp_path, capsys):
     calls = []
-    monkeypatch.setattr(run_list.subprocess, "run", fake_entry_script(calls))
+    monkeypatch.setattr(run_list, "run_in_foreground", fake_entry_script(calls))
     assert comparisons.main(["--dataset", "cityscapes", "--only", "kd4mtl", "--seeds", "0",
                              "--save_path", str(tmp_path)]) == 2
     assert calls == []

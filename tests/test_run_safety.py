@@ -1,7 +1,7 @@
 """A run's folder, data and seeds stay consistent whatever happens around them (issue "Reliability, round
 two"): one writer per experiment folder, a resume only on the run's own data, the debris of a killed
 write removed, a damaged data cache rebuilt, signals while the run starts and after training, --seeds
-runs that stop, and a torchrun process that dies. Each case runs the entry script in a process of
+runs that stop, a torchrun process that dies, and a study script under Ctrl-C or SIGTERM. Each case runs the entry script in a process of
 its own (conftest.py's run_entry and entry_launcher; torchrun runs entry_with_fault's file) on tiny
 generated data."""
 import json
@@ -349,3 +349,45 @@ def test_a_torchrun_process_killed_after_epoch_1_stops_rank_0_at_once_with_the_r
     assert os.path.getmtime(folder / "status") - float((tmp_path / "rank-1-killed-at").read_text()) < 10
     assert checkpoint(folder, "last.pt")["epoch"] == 1 and temporary_files(folder) == []
     assert list(pandas.read_csv(folder / "metrics.csv")["epoch"]) == [1]
+
+
+STAND_IN_ENTRY_SCRIPT = """
+import signal, sys, time
+def stop(number, frame):
+    print(f"stand-in: stopping on {signal.Signals(number).name}", flush=True)
+    time.sleep(0.5)  # the step and checkpoint a real run finishes first
+    print("stand-in: resume with: python main_cross_cs.py --resume exps/001", file=sys.stderr, flush=True)
+    sys.exit(128 + number)
+signal.signal(signal.SIGINT, stop)
+signal.signal(signal.SIGTERM, stop)
+print("stand-in: training", flush=True)
+time.sleep(60)
+"""
+
+STUDY_OF_ONE_RUN = """
+import sys
+from types import SimpleNamespace
+from scripts import run_list
+run_list.ENTRY_SCRIPTS = {"cityscapes": sys.argv[1]}
+sys.exit(run_list.execute([(SimpleNamespace(name="cityscapes/stand_in", dataset="cityscapes", comment=""), [])],
+                          "exps"))
+"""
+
+
+@pytest.mark.parametrize("signal_number,whole_group", [(signal.SIGINT, True), (signal.SIGTERM, False)])
+def test_a_study_script_lets_its_run_stop_on_ctrl_c_or_sigterm_and_says_how_to_go_on(entry_launcher, tmp_path,
+                                                                                     signal_number, whole_group):
+    # Ctrl-C (to the terminal's whole process group) made a study script (scripts.ablations, comparisons,
+    # consistency) raise KeyboardInterrupt, print a traceback and SIGKILL its run in the middle of its stop;
+    # a SIGTERM to the script alone killed it and left its run training. Here the run is a stand-in.
+    (tmp_path / "stand_in.py").write_text(STAND_IN_ENTRY_SCRIPT)
+    (tmp_path / "study.py").write_text(STUDY_OF_ONE_RUN)
+    study = entry_launcher.start(tmp_path / "study.py", [tmp_path / "stand_in.py"], tmp_path, new_session=True)
+    study.wait_for_line("stand-in: training")
+    stopped, _ = signal_and_wait(study, signal_number, whole_group)
+    name = signal.Signals(signal_number).name
+    code = 128 + signal_number
+    assert_clear_error(stopped, code, "stand-in: resume with:", f"stopped: cityscapes/stand_in was interrupted (exit "
+                       f"status {code}); resume it with the command it printed above, then run the rest with --only")
+    assert stopped.stdout.count("stand-in: stopping on") == 1 and f"stand-in: stopping on {name}" in stopped.stdout
+    assert group_is_gone(study.pid)
