@@ -1,9 +1,9 @@
 """A run's folder, data and seeds stay consistent whatever happens around them (issue "Reliability, round
 two"): one writer per experiment folder, a resume only on the run's own data, the debris of a killed
 write removed, a damaged data cache rebuilt, signals while the run starts and after training, --seeds
-runs that stop, a torchrun process that dies, and a study script under Ctrl-C or SIGTERM. Each case runs the entry script in a process of
-its own (conftest.py's run_entry and entry_launcher; torchrun runs entry_with_fault's file) on tiny
-generated data."""
+runs that stop, a torchrun process that dies, and a study script under Ctrl-C or SIGTERM. Each case
+runs the entry script in a process of its own (conftest.py's run_entry and entry_launcher; torchrun
+runs entry_with_fault's file) on tiny generated data."""
 import json
 import os
 import shutil
