@@ -122,13 +122,16 @@ class EntryLauncher:
             else:
                 self.returncodes[reply["ended"]] = reply["returncode"]
 
-    def start(self, script, arguments, cwd, fault=None, environment=None, umask=None, new_session=False):
-        """Start the entry script `script` (a path, or a file name in the repository) with `arguments`
-        from `cwd`, after the Python code `fault` (dedented) if any; the environment is the test's with
-        PYTHONPATH the repository, updated by `environment`. Returns the EntryProcess."""
+    def start(self, script, arguments, cwd, fault=None, environment=None, umask=None, new_session=False,
+              module=None):
+        """Start the entry script `script` (a path, or a file name in the repository), or `python -m
+        module` when `module` is given, with `arguments` from `cwd`, after the Python code `fault`
+        (dedented) if any; the environment is the test's with PYTHONPATH the repository, updated by
+        `environment`. Returns the EntryProcess."""
         stem = os.path.join(self.output_folder, f"run-{len(self.processes) + 1}")
         arguments = [str(argument) for argument in arguments]
-        request = {"script": os.path.join(REPOSITORY, script), "arguments": arguments, "cwd": str(cwd),
+        request = {"script": None if script is None else os.path.join(REPOSITORY, script), "module": module,
+                   "arguments": arguments, "cwd": str(cwd),
                    "environment": {**os.environ, "PYTHONPATH": REPOSITORY, **(environment or {})},
                    "umask": umask, "stdout": f"{stem}.out", "stderr": f"{stem}.err",
                    "fault": None if fault is None else textwrap.dedent(fault), "new_session": new_session}
@@ -138,13 +141,15 @@ class EntryLauncher:
         self.server.stdin.flush()
         while not self.started:
             self.collect(timeout=10)
-        process = EntryProcess(self, self.started.pop(0), [script, *arguments], request["stdout"], request["stderr"])
+        command = [script] if module is None else ["-m", module]
+        process = EntryProcess(self, self.started.pop(0), [*command, *arguments], request["stdout"],
+                               request["stderr"])
         self.processes.append(process)
         return process
 
-    def run(self, script, arguments, cwd, fault=None, environment=None, umask=None, timeout=600):
+    def run(self, script, arguments, cwd, fault=None, environment=None, umask=None, timeout=600, module=None):
         """Start the entry script as `start` does and wait for it: its subprocess.CompletedProcess."""
-        return self.start(script, arguments, cwd, fault, environment, umask).completed(timeout)
+        return self.start(script, arguments, cwd, fault, environment, umask, module=module).completed(timeout)
 
     def close(self):
         """End the server (the runs still going are killed first)."""

@@ -7,8 +7,9 @@ The child runs the script at this file's top level, so that what ends it (an exc
 `sys.exit`) ends it as it ends a Python started for the script: traceback and exit 1, death by the
 signal, the exit code; atexit handlers run.
 
-Protocol: one JSON object per line on stdin, {"script", "arguments", "cwd", "environment", "umask",
-"stdout", "stderr", "fault", "new_session"}; on the reply stream (the stdout it was started with), one
+Protocol: one JSON object per line on stdin, {"script", "module" (null, or run as `python -m MODULE`
+instead of the script), "arguments", "cwd", "environment", "umask", "stdout", "stderr", "fault",
+"new_session"}; on the reply stream (the stdout it was started with), one
 JSON line per event: {"started": pid} for each request in order, {"ended": pid, "returncode": code} as
 each child ends (negative: killed by that signal, as subprocess reports it). EOF on stdin ends it."""
 import gc
@@ -77,8 +78,12 @@ def become_the_entry_process(request):
         opened = os.open(path, flags, 0o644)
         os.dup2(opened, descriptor)
         os.close(opened)
-    sys.argv = [request["script"], *request["arguments"]]
-    sys.path[0] = os.path.dirname(request["script"])
+    if request["module"] is None:
+        sys.argv = [request["script"], *request["arguments"]]
+        sys.path[0] = os.path.dirname(request["script"])
+    else:  # python -m MODULE: runpy sets argv[0] to the module's file
+        sys.argv = ["-m", *request["arguments"]]
+        sys.path[0] = os.getcwd()
 
 
 if __name__ == "__main__":
@@ -89,4 +94,7 @@ if __name__ == "__main__":
     become_the_entry_process(entry)
     if entry["fault"] is not None:
         exec(compile(entry["fault"], "<fault>", "exec"), {"__name__": "__fault__"})
-    runpy.run_path(entry["script"], run_name="__main__")
+    if entry["module"] is None:
+        runpy.run_path(entry["script"], run_name="__main__")
+    else:
+        runpy.run_module(entry["module"], run_name="__main__", alter_sys=True)

@@ -10,6 +10,7 @@ from matplotlib import image as matplotlib_image
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from losses.xtask import COMPONENT_NAMES
+from utils.files import TEMPORARY_PREFIX
 from utils.plots import (colorize_segmentation, plot_depth_error, plot_loss_curves,
                          plot_prediction_grid, show_figures)
 
@@ -177,9 +178,11 @@ def test_failed_save_keeps_the_previous_file_and_leaves_no_temporary_file(tmp_pa
     path = tmp_path / "loss.png"
     path.write_bytes(b"previous figure")
 
-    def write_half_then_fail(canvas, filename, *args, **kwargs):
-        with open(filename, "wb") as partial_file:
-            partial_file.write(PNG_SIGNATURE)
+    written_to = []
+
+    def write_half_then_fail(canvas, stream, *args, **kwargs):
+        written_to.extend(name for name in os.listdir(tmp_path) if name != "loss.png")
+        stream.write(PNG_SIGNATURE)
         raise OSError("disk full")
 
     monkeypatch.setattr(FigureCanvasAgg, "print_figure", write_half_then_fail)
@@ -187,6 +190,8 @@ def test_failed_save_keeps_the_previous_file_and_leaves_no_temporary_file(tmp_pa
         plot_loss_curves(make_history(2, with_components=False), path, COMPONENT_NAMES)
     assert path.read_bytes() == b"previous figure"
     assert folder_names(tmp_path) == ["loss.png"]
+    # a write killed there would leave a file that a resume removes (utils.files.TEMPORARY_PREFIX)
+    assert len(written_to) == 1 and written_to[0].startswith(TEMPORARY_PREFIX)
 
 
 def test_show_figures_opens_one_window_per_png_at_its_pixel_size(tmp_path, monkeypatch):

@@ -3,6 +3,7 @@ single-task baselines over three seeds, plus a corrupt, an unfinished and an inc
 folders of the older config.json format (flat "options")."""
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -264,6 +265,26 @@ def test_command_line_run(experiments, tmp_path):
     assert "balancing=gradnorm gradnorm_form=original" in completed.stdout
     assert "paper protocol:" in completed.stdout and "skipped: 015 (no results.json)" in completed.stdout
     assert sorted(path.name for path in out.iterdir()) == ["report.csv", "report.md", "report.png"]
+
+
+def test_ctrl_c_while_the_report_is_written_exits_130_without_a_traceback(entry_launcher, experiments, tmp_path):
+    root, _ = experiments
+    out = tmp_path / "interrupted"
+    ctrl_c_before_the_files = """
+        import os, signal
+        import tools.report as report
+        real_write_outputs = report.write_outputs
+        def interrupted_write(*arguments, **keywords):
+            os.kill(os.getpid(), signal.SIGINT)
+            return real_write_outputs(*arguments, **keywords)
+        report.write_outputs = interrupted_write
+    """
+    stopped = entry_launcher.run(None, [root, "--out", out], tmp_path, fault=ctrl_c_before_the_files,
+                                 module="tools.report")
+    assert stopped.returncode == 130 and "Traceback" not in stopped.stderr, stopped.stderr
+    assert stopped.stderr == ("stopped by SIGINT: each report file is written whole or not at all; run the command "
+                              "again\n")
+    assert not out.exists() or sorted(os.listdir(out)) == []
 
 
 def test_three_task_runs_get_delta_m_over_three_tasks_and_two_task_tables_show_no_normal_columns(tmp_path, capsys):

@@ -2,8 +2,9 @@
 depth error against ground-truth depth.
 
 Figures are built with the object-oriented API (``Figure`` + ``FigureCanvasAgg``), so saving needs no
-display and never touches pyplot's global state. Every PNG is written atomically: to ``path + '.tmp'``
-in the same folder, then moved onto ``path`` with ``os.replace``. ``show_figures`` (for ``--show``)
+display and never touches pyplot's global state. Every PNG is written atomically
+(``utils.files.atomic_write``: a temporary file in the same folder, then moved onto ``path``; a resume
+removes the one a killed write leaves). ``show_figures`` (for ``--show``)
 opens saved PNGs in pyplot windows and is the only function that imports pyplot.
 """
 
@@ -15,6 +16,8 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from utils.files import atomic_write
 
 SEGMENTATION_COLUMNS = (
     ("segmentation_target", "segmentation\nground truth"),
@@ -36,15 +39,12 @@ MISSING_CELL_NOTE = "not computed\n(no transfer nets)"
 
 
 def save_figure(figure: Figure, path) -> None:
-    """Write `figure` as a PNG to `path` atomically (temporary file in the same folder, then os.replace)."""
-    temporary_path = os.fspath(path) + ".tmp"
+    """Write `figure` as a PNG to `path` atomically (utils.files.atomic_write: the temporary file that a
+    killed write leaves is one a resume removes)."""
     canvas = FigureCanvasAgg(figure)
     try:
-        canvas.print_figure(temporary_path, format="png", dpi=SAVE_DPI)
-        os.replace(temporary_path, path)
+        atomic_write(path, lambda stream: canvas.print_figure(stream, format="png", dpi=SAVE_DPI))
     finally:
-        if os.path.exists(temporary_path):
-            os.remove(temporary_path)
         figure.clear()
 
 
