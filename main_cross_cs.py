@@ -2,7 +2,7 @@
 import sys
 
 from data import CITYSCAPES
-from training.run import main
+from training.run import process_main
 
 if __name__ == "__main__":
-    sys.exit(main(CITYSCAPES))
+    sys.exit(process_main(CITYSCAPES))

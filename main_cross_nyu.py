@@ -2,7 +2,7 @@
 import sys
 
 from data import NYUV2
-from training.run import main
+from training.run import process_main
 
 if __name__ == "__main__":
-    sys.exit(main(NYUV2))
+    sys.exit(process_main(NYUV2))
