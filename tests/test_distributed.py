@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 
 import signal
 
@@ -373,33 +374,43 @@ def test_torchrun_trains_mtan_on_three_tasks_and_its_metrics_are_those_of_one_pr
         assert reproduced[key] == pytest.approx(value, rel=1e-6, abs=1e-9, nan_ok=True), key
 
 
+def rank_1_stops_in_epoch_2(cityscapes_root, tmp_path, what_rank_1_does, *extra):
+    """A tiny 3-epoch run in two CPU processes under torchrun (logs under tmp_path / "logs"), whose rank 1,
+    at its first step of epoch 2 (epoch 1 is saved), writes the time into tmp_path / "rank-1-stopped-at",
+    then runs the code `what_rank_1_does` (os, signal and time imported); `extra`: more entry-script
+    arguments. (torchrun's CompletedProcess, the experiment folder, rank 0's stderr)."""
+    fault = textwrap.dedent("""
+        import os, signal, time
+        from training import engine
+        real_step, steps = engine.train_step, []
+        def step_or_stop(parts, batch, device):
+            steps.append(1)
+            if os.environ["RANK"] == "1" and len(steps) == 2:  # one step per epoch: epoch 1 is saved
+                with open("rank-1-stopped-at", "w") as stream:
+                    stream.write(str(time.time()))
+        {}
+            return real_step(parts, batch, device)
+        engine.train_step = step_or_stop
+    """).format(textwrap.indent(textwrap.dedent(what_rank_1_does), " " * 8))
+    save_path, logs = tmp_path / "exps", tmp_path / "logs"
+    result = torchrun(["--log-dir", str(logs), "--redirects", "3", entry_with_fault(tmp_path, fault), "--cpu",
+                       "--input_path", cityscapes_root, "--save_path", str(save_path), "--height", "32", "--width",
+                       "64", "--enc_layers", "18", "--workers", "0", "--notqdm", "--batch_size", "4", "--no_plots",
+                       "--epochs", "3", *extra], cwd=tmp_path, timeout=120)
+    return result, save_path / "001", next(logs.glob("*/attempt_0/0/stderr.log")).read_text()
+
+
 @pytest.mark.slow
 def test_a_torchrun_process_that_hangs_stops_rank_0_after_the_peer_timeout_with_the_resume_command(cityscapes_root,
                                                                                                   tmp_path):
     # A process that stops answering without closing its connections (a hung process, a node cut off)
     # is noticed only after the collective timeout: --peer_timeout sets it (here 3 s instead of 30 min).
-    hang_rank_1_in_epoch_2 = """
-        import os, signal, time
-        from training import engine
-        real_step, steps = engine.train_step, []
-        def step_or_hang(parts, batch, device):
-            steps.append(1)
-            if os.environ["RANK"] == "1" and len(steps) == 2:  # one step per epoch: epoch 1 is saved
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)  # torchrun's SIGTERM ends it once rank 0 has
-                with open("rank-1-hangs-from", "w") as stream:
-                    stream.write(str(time.time()))
-                time.sleep(600)
-            return real_step(parts, batch, device)
-        engine.train_step = step_or_hang
+    hang = """
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # torchrun's SIGTERM ends it once rank 0 has stopped
+        time.sleep(600)
     """
-    save_path, logs = tmp_path / "exps", tmp_path / "logs"
-    result = torchrun(["--log-dir", str(logs), "--redirects", "3", entry_with_fault(tmp_path, hang_rank_1_in_epoch_2),
-                       "--cpu", "--input_path", cityscapes_root, "--save_path", str(save_path), "--height", "32",
-                       "--width", "64", "--enc_layers", "18", "--workers", "0", "--notqdm", "--batch_size", "4",
-                       "--no_plots", "--epochs", "3", "--peer_timeout", "0.05"], cwd=tmp_path, timeout=120)
+    result, folder, rank_0_stderr = rank_1_stops_in_epoch_2(cityscapes_root, tmp_path, hang, "--peer_timeout", "0.05")
     assert result.returncode == 1, result.stderr[-3000:]
-    folder = save_path / "001"
-    rank_0_stderr = next(logs.glob("*/attempt_0/0/stderr.log")).read_text()
     assert rank_0_stderr.startswith(f"interrupted during epoch 2: {folder} holds epochs 1-1; resume with:\n"
                                     f"  python main_cross_cs.py --resume {folder}\n"
                                     "stopped: another torchrun process exited or cannot be reached (Timed out "
@@ -407,6 +418,6 @@ def test_a_torchrun_process_that_hangs_stops_rank_0_after_the_peer_timeout_with_
     assert "Traceback" not in rank_0_stderr
     status = (folder / "status").read_text()
     assert status.startswith("interrupted at epoch 2: another torchrun process exited or cannot be reached"), status
-    waited = os.path.getmtime(folder / "status") - float((tmp_path / "rank-1-hangs-from").read_text())
+    waited = os.path.getmtime(folder / "status") - float((tmp_path / "rank-1-stopped-at").read_text())
     assert 3 <= waited < 20, waited
     assert checkpoints(folder)[1]["epoch"] == 1  # last.pt

@@ -2,8 +2,8 @@
 two"): one writer per experiment folder, a resume only on the run's own data, the debris of a killed
 write removed, a damaged data cache rebuilt, signals while the run starts and after training, --seeds
 runs that stop, a torchrun process that dies, and a study script under Ctrl-C or SIGTERM. Each case
-runs the entry script in a process of its own (conftest.py's run_entry and entry_launcher; torchrun
-runs entry_with_fault's file) on tiny generated data."""
+runs the entry script in a process of its own (conftest.py's run_entry and entry_launcher; under
+torchrun, test_distributed's rank_1_stops_in_epoch_2) on tiny generated data."""
 import json
 import os
 import shutil
@@ -17,8 +17,7 @@ import torch
 from data import CITYSCAPES
 from data.cache import cache_state
 from data.synthetic import write_cityscapes_raw
-from entry_processes import entry_with_fault
-from test_distributed import torchrun
+from test_distributed import rank_1_stops_in_epoch_2
 from test_failures import assert_clear_error, checkpoint, temporary_files
 from training.options import parse_options
 from training.run import RunContext
@@ -318,27 +317,9 @@ def test_a_torchrun_process_killed_after_epoch_1_stops_rank_0_at_once_with_the_r
                                                                                               tmp_path):
     # Issue "Reliability, round two", item 6: rank 0 printed a gloo traceback, its status stayed "running",
     # and no resume command was printed although epoch 1's checkpoint existed.
-    kill_rank_1_in_epoch_2 = """
-        import os, signal, time
-        from training import engine
-        real_step, steps = engine.train_step, []
-        def step_or_die(parts, batch, device):
-            steps.append(1)
-            if os.environ["RANK"] == "1" and len(steps) == 2:  # one step per epoch: epoch 1 is saved
-                with open("rank-1-killed-at", "w") as stream:
-                    stream.write(str(time.time()))
-                os.kill(os.getpid(), signal.SIGKILL)
-            return real_step(parts, batch, device)
-        engine.train_step = step_or_die
-    """
-    save_path, logs = tmp_path / "exps", tmp_path / "logs"
-    result = torchrun(["--log-dir", str(logs), "--redirects", "3", entry_with_fault(tmp_path, kill_rank_1_in_epoch_2),
-                       "--cpu", "--input_path", cityscapes_root, "--save_path", str(save_path), "--height", "32",
-                       "--width", "64", "--enc_layers", "18", "--workers", "0", "--notqdm", "--batch_size", "4",
-                       "--no_plots", "--epochs", "3"], cwd=tmp_path, timeout=120)
+    result, folder, rank_0_stderr = rank_1_stops_in_epoch_2(cityscapes_root, tmp_path,
+                                                            "os.kill(os.getpid(), signal.SIGKILL)")
     assert result.returncode == 1 and "exitcode  : -9 " in result.stderr, result.stderr[-3000:]  # torchrun's report
-    folder = save_path / "001"
-    rank_0_stderr = next(logs.glob("*/attempt_0/0/stderr.log")).read_text()
     assert rank_0_stderr.startswith(f"interrupted during epoch 2: {folder} holds epochs 1-1; resume with:\n"
                                     f"  python main_cross_cs.py --resume {folder}\n"
                                     "stopped: another torchrun process exited or cannot be reached ("), rank_0_stderr
@@ -346,7 +327,7 @@ def test_a_torchrun_process_killed_after_epoch_1_stops_rank_0_at_once_with_the_r
     status = (folder / "status").read_text()
     assert status.startswith("interrupted at epoch 2: another torchrun process exited or cannot be reached ("), status
     # gloo reports the closed connection at once (its own timeout is 30 minutes, torchrun's SIGKILL 30 s away)
-    assert os.path.getmtime(folder / "status") - float((tmp_path / "rank-1-killed-at").read_text()) < 10
+    assert os.path.getmtime(folder / "status") - float((tmp_path / "rank-1-stopped-at").read_text()) < 10
     assert checkpoint(folder, "last.pt")["epoch"] == 1 and temporary_files(folder) == []
     assert list(pandas.read_csv(folder / "metrics.csv")["epoch"]) == [1]
 
