@@ -30,17 +30,17 @@ def entry_with_fault(folder, fault, script="main_cross_cs.py"):
 
 
 class EntryProcess:
-    """One entry-script process started by an EntryLauncher: its pid (the id of its process group too),
-    its output files, and its exit code once it has ended."""
+    """One entry-script process started by an EntryLauncher: its number among the launcher's runs, its pid
+    (the id of its process group too), its output files, and its exit code once it has ended."""
 
-    def __init__(self, launcher, pid, arguments, stdout_path, stderr_path):
-        self.launcher, self.pid, self.args = launcher, pid, arguments
+    def __init__(self, launcher, number, pid, arguments, stdout_path, stderr_path):
+        self.launcher, self.number, self.pid, self.args = launcher, number, pid, arguments
         self.stdout_path, self.stderr_path = stdout_path, stderr_path
 
     @property
     def returncode(self):
         """The exit code (negative: killed by that signal), or None while the process runs."""
-        return self.launcher.returncodes.get(self.pid)
+        return self.launcher.returncodes.get(self.number)
 
     def poll(self):
         """The exit code, or None while the process runs."""
@@ -142,8 +142,8 @@ class EntryLauncher:
         while not self.started:
             self.collect(timeout=10)
         command = [script] if module is None else ["-m", module]
-        process = EntryProcess(self, self.started.pop(0), [*command, *arguments], request["stdout"],
-                               request["stderr"])
+        process = EntryProcess(self, len(self.processes), self.started.pop(0), [*command, *arguments],
+                               request["stdout"], request["stderr"])
         self.processes.append(process)
         return process
 

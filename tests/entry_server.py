@@ -10,8 +10,9 @@ signal, the exit code; atexit handlers run.
 Protocol: one JSON object per line on stdin, {"script", "module" (null, or run as `python -m MODULE`
 instead of the script), "arguments", "cwd", "environment", "umask", "stdout", "stderr", "fault",
 "new_session"}; on the reply stream (the stdout it was started with), one
-JSON line per event: {"started": pid} for each request in order, {"ended": pid, "returncode": code} as
-each child ends (negative: killed by that signal, as subprocess reports it). EOF on stdin ends it."""
+JSON line per event: {"started": pid} for each request in order, {"ended": n, "returncode": code} as
+the child of the n-th request (from 0) ends (negative: killed by that signal, as subprocess reports it;
+numbered, not named by pid, because pids are reused). EOF on stdin ends it."""
 import gc
 import json
 import os
@@ -24,8 +25,8 @@ import main_cross_nyu  # noqa: F401
 import training.report  # noqa: F401
 
 
-def reap(replies):
-    """Reply "ended" for every child that has ended."""
+def reap(replies, running):
+    """Reply "ended" for every child that has ended; `running`: {pid: request number} of the children."""
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -33,14 +34,14 @@ def reap(replies):
             return
         if pid == 0:
             return
-        replies.write(json.dumps({"ended": pid, "returncode": os.waitstatus_to_exitcode(status)}) + "\n")
+        replies.write(json.dumps({"ended": running.pop(pid), "returncode": os.waitstatus_to_exitcode(status)}) + "\n")
         replies.flush()
 
 
 def serve(requests, replies):
     """Fork a child for each request line read from the file descriptor `requests`; in the child, return
     the request; in the server, reply and reap until EOF, then exit."""
-    pending = b""
+    pending, running, count = b"", {}, 0
     while True:
         readable, _, _ = select.select([requests], [], [], 0.05)
         if readable:
@@ -56,9 +57,10 @@ def serve(requests, replies):
                 os.close(requests)
                 replies.close()
                 return request
+            running[pid], count = count, count + 1
             replies.write(json.dumps({"started": pid}) + "\n")
             replies.flush()
-        reap(replies)
+        reap(replies, running)
 
 
 def become_the_entry_process(request):
