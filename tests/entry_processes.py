@@ -2,8 +2,9 @@
 process of its own that runs `main_cross_cs.py` (or another script) as `python SCRIPT ARGUMENTS` would,
 forked from a server that has already imported the scripts' modules, which saves each run the five
 seconds of importing torch, torchvision and matplotlib. The tests of a fresh interpreter's start still
-start `python` itself: test_training's bad input to both scripts, the torchrun runs (tests/
-test_distributed.py, test_run_safety's killed process) and tests/test_prepare_nyuv2.py's tool runs."""
+start `python` itself: test_training's bad input to both scripts, every torchrun run (tests/
+test_distributed.py, and test_run_safety's torchrun case through it) and tests/test_prepare_nyuv2.py's
+tool runs."""
 import json
 import os
 import select

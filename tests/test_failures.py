@@ -20,8 +20,6 @@ import torch
 from data.synthetic import write_cityscapes_raw, write_nyu_mtan
 from training import recorder
 
-REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def assert_clear_error(result, code, *fragments):
     """`result` exited with `code`, its stderr holds every fragment and no traceback."""
@@ -64,7 +62,8 @@ def test_demo_refuses_a_users_folder_and_debug_writes_nothing(run_entry, tmp_pat
 # 2. Non-finite training stops with exit 3 and never saves a non-finite checkpoint.
 
 @pytest.mark.slow
-def test_a_nan_in_epoch_2_exits_3_and_keeps_epoch_1_as_the_last_good_checkpoints(run_entry, cityscapes_root, tmp_path, tiny_run):
+def test_a_nan_in_epoch_2_exits_3_and_keeps_epoch_1_as_the_last_good_checkpoints(run_entry, cityscapes_root, tmp_path,
+                                                                                 tiny_run):
     poison_from_step_3 = """
         from training import engine
         real_step, steps = engine.train_step, []
@@ -98,7 +97,8 @@ def test_a_bad_optimisation_value_is_refused_before_anything_is_written(run_entr
 
 # 3. Interruptions leave consistent files and say how to resume.
 
-def test_an_interruption_before_any_checkpoint_says_there_is_nothing_to_resume(run_entry, cityscapes_root, tmp_path, tiny_run):
+def test_an_interruption_before_any_checkpoint_says_there_is_nothing_to_resume(run_entry, cityscapes_root, tmp_path,
+                                                                               tiny_run):
     interrupt_the_first_step = """
         import os, signal
         from training import engine
@@ -116,7 +116,8 @@ def test_an_interruption_before_any_checkpoint_says_there_is_nothing_to_resume(r
 
 
 @pytest.mark.slow
-def test_a_second_signal_during_a_checkpoint_write_stops_at_once_without_debris(run_entry, cityscapes_root, tmp_path, tiny_run):
+def test_a_second_signal_during_a_checkpoint_write_stops_at_once_without_debris(run_entry, cityscapes_root, tmp_path,
+                                                                                tiny_run):
     """Two SIGINTs arrive while epoch 2's last.pt is being written: the first only asks to stop after
     the step, the second interrupts the write itself; the temporary file goes, last.pt stays epoch 1's
     and metrics.csv is never ahead of it."""
@@ -181,8 +182,8 @@ def test_a_read_only_save_path_is_named(run_entry, cityscapes_root, tmp_path, ti
                                   f"{os.strerror(errno.EROFS)}", "writable --save_path")
 
 
-def test_a_disk_that_fills_up_during_a_checkpoint_write_names_the_file_and_its_size(run_entry, cityscapes_root, tmp_path,
-                                                                                    tiny_run):
+def test_a_disk_that_fills_up_during_a_checkpoint_write_names_the_file_and_its_size(run_entry, cityscapes_root,
+                                                                                    tmp_path, tiny_run):
     full_at_the_first_checkpoint = """
         import errno, os
         from utils import files

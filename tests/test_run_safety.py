@@ -110,8 +110,8 @@ def test_one_writer_per_experiment_folder_and_a_killed_writer_leaves_no_stuck_lo
 
 
 @pytest.mark.slow
-def test_a_resume_removes_the_temporary_file_of_a_checkpoint_write_killed_by_sigkill(run_entry, cityscapes_root, tmp_path,
-                                                                                     tiny_run):
+def test_a_resume_removes_the_temporary_file_of_a_checkpoint_write_killed_by_sigkill(run_entry, cityscapes_root,
+                                                                                     tmp_path, tiny_run):
     # Issue "Reliability, round two", item 10: kill -9 inside a write left its temporary file for good.
     kill_at_the_second_last_pt = """
         import os, signal
@@ -138,7 +138,8 @@ def test_a_resume_removes_the_temporary_file_of_a_checkpoint_write_killed_by_sig
 
 
 @pytest.mark.slow
-def test_a_cache_with_flipped_bytes_is_rebuilt_before_training_and_says_so(run_entry, cityscapes_root, tmp_path, tiny_run):
+def test_a_cache_with_flipped_bytes_is_rebuilt_before_training_and_says_so(run_entry, cityscapes_root, tmp_path,
+                                                                           tiny_run):
     # Issue "Reliability, round two", item 3: bytes flipped inside a cached array were trained on.
     cache_dir = tmp_path / "cache"
     arguments = tiny_run(cityscapes_root, tmp_path / "exps", "--epochs", "1", "--debug", "--cache_dir", str(cache_dir))
@@ -196,8 +197,8 @@ def test_seeds_that_stop_say_which_finished_failed_or_never_started_and_how_to_r
 
 
 @pytest.mark.slow
-def test_a_signal_during_the_final_evaluation_exits_143_and_the_resume_evaluates_again(run_entry, cityscapes_root, tmp_path,
-                                                                                    tiny_run):
+def test_a_signal_during_the_final_evaluation_exits_143_and_the_resume_evaluates_again(run_entry, cityscapes_root,
+                                                                                       tmp_path, tiny_run):
     # Issue "Reliability, round two", item 9: a signal after training was ignored (exit 0, status finished).
     signal_while_evaluating = """
         import os, signal
@@ -286,8 +287,8 @@ def test_ctrl_c_during_the_cache_build_stops_within_seconds_and_leaves_no_partia
     assert cache_state(train_set.cache_folder, train_set.cache_manifest["key"])[0] == train_set.cache_manifest
 
 
-def test_sigterm_while_a_resume_builds_its_model_stops_at_once_and_leaves_the_run_unchanged(entry_launcher, finished_run,
-                                                                                            tmp_path):
+def test_sigterm_while_a_resume_builds_its_model_stops_at_once_and_leaves_the_run_unchanged(entry_launcher,
+                                                                                            finished_run, tmp_path):
     # Issue "Reliability, round two", item 9, second half, with a run to resume: its folder is untouched.
     slow_model_building = """
         import time
